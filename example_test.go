@@ -1,0 +1,89 @@
+package allowance_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/memstore"
+)
+
+// A rule charges every request; a denied request charges nothing.
+func ExampleLimiter_Check() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	limits, _ := allowance.ParseLimits("3/minute; 20/day")
+	lim, err := allowance.NewLimiter(store, allowance.Rule{Name: "create-task", Limits: limits, Algorithm: allowance.SlidingWindow})
+	if err != nil {
+		panic(err)
+	}
+	for i := 0; i < 4; i++ {
+		d, _ := lim.Check(ctx, "alice")
+		fmt.Println(d.Allowed, d.Remaining)
+	}
+	// Output:
+	// true 2
+	// true 1
+	// true 0
+	// false 0
+}
+
+// The motivating case: the handler finds the user already has an active task
+// and answers 409 Conflict, so it gives the attempt back.
+func ExampleLimiter_Refund() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	lim, _ := allowance.NewLimiter(store, allowance.Rule{Name: "create-task", Limits: allowance.Limits{{Count: 5, Period: time.Minute}}})
+
+	d, _ := lim.Check(ctx, "alice")
+	fmt.Println("after the charge:", d.Remaining)
+
+	res, _ := lim.Refund(ctx, &d.Receipt) // 409: not the caller's fault
+	fmt.Println("refund:", res.Outcome())
+	res, _ = lim.Refund(ctx, &d.Receipt) // a retry changes nothing
+	fmt.Println("again:", res.Outcome())
+
+	u, _ := lim.Peek(ctx, "alice")
+	fmt.Println("used:", u[0].Used, "remaining:", u[0].Remaining)
+	// Output:
+	// after the charge: 4
+	// refund: restored
+	// again: already_refunded
+	// used: 0 remaining: 5
+}
+
+// A receipt encodes to bytes, so a task can carry it and another process can
+// refund it later.
+func ExampleReceipt_MarshalBinary() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	lim, _ := allowance.NewLimiter(store, allowance.Rule{Name: "create-task", Limits: allowance.Limits{{Count: 5, Period: time.Minute}}})
+	d, _ := lim.Check(ctx, "alice")
+
+	b, _ := d.Receipt.MarshalBinary()
+	var r allowance.Receipt
+	if err := r.UnmarshalBinary(b); err != nil {
+		panic(err)
+	}
+	c := r.Charge(0)
+	fmt.Println(r.Identity, c.Rule, c.Limit, c.Amount, r.ID == d.Receipt.ID)
+	res, _ := lim.Refund(ctx, &r)
+	fmt.Println(res.Outcome())
+	// Output:
+	// alice create-task 5/minute 1 true
+	// restored
+}
+
+func ExampleParseLimits() {
+	ls, err := allowance.ParseLimits("5 per 30 seconds, 100/day")
+	fmt.Println(ls, err)
+	_, err = allowance.ParseLimits("10/fortnight")
+	fmt.Println(err)
+	// Output:
+	// 5/30 seconds; 100/day <nil>
+	// limit "10/fortnight": unknown time unit "fortnight"; expected second, minute, hour, day, month or year (or s, m, min, h, d)
+}

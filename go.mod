@@ -1,0 +1,3 @@
+module github.com/allowancehq/allowance
+
+go 1.26

@@ -1,0 +1,439 @@
+package allowance
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// ReceiptID identifies one charge: 128 random bits.
+type ReceiptID [16]byte
+
+// NewReceiptID returns a random ReceiptID. It does not allocate.
+func NewReceiptID() ReceiptID {
+	var id ReceiptID
+	binary.LittleEndian.PutUint64(id[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(id[8:], rand.Uint64())
+	return id
+}
+
+// String returns the ID as 32 lowercase hex digits.
+func (id ReceiptID) String() string { return hex.EncodeToString(id[:]) }
+
+// IsZero reports whether id is the zero ID, which no charge has.
+func (id ReceiptID) IsZero() bool { return id == ReceiptID{} }
+
+// ParseReceiptID parses the 32 hex digits of ReceiptID.String.
+func ParseReceiptID(s string) (ReceiptID, error) {
+	var id ReceiptID
+	if len(s) != 32 {
+		return id, fmt.Errorf("receipt id %q: expected 32 hex digits, got %d characters", s, len(s))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("receipt id %q: expected 32 hex digits: %w", s, err)
+	}
+	return id, nil
+}
+
+// Charge is one limit's part of a receipt: what was charged and what the
+// refund needs to find the same charge again.
+type Charge struct {
+	Rule      string
+	Limit     Limit
+	Algorithm Algorithm
+	// Amount is the number of units charged.
+	Amount int64
+	// Window locates the charge, in microseconds of the store's clock: the
+	// window start for FixedWindow and SlidingWindow, the time of the charge
+	// for SlidingLog, the TAT right after the charge for GCRA.
+	Window int64
+}
+
+// Increment is what a GCRA charge added to the TAT, in microseconds:
+// Amount * EmissionInterval(Limit). Zero for the other algorithms.
+func (c Charge) Increment() int64 {
+	if c.Algorithm != GCRA {
+		return 0
+	}
+	return c.Amount * EmissionInterval(c.Limit)
+}
+
+// Member returns the sliding-log member id of unit k (0 <= k < Amount) of the
+// i-th charge of receipt id: the receipt id, the charge index and the unit
+// index, in hex and decimal, such as "4f…e1.0.2". Unique per unit charged.
+func Member(id ReceiptID, i int, k int64) string {
+	return id.String() + "." + strconv.Itoa(i) + "." + strconv.FormatInt(k, 10)
+}
+
+// Receipt records exactly what one allowed check charged, so that it can be
+// given back: the identity, and per limit the rule, the limit, the algorithm,
+// the amount and where the charge was made. A Receipt encodes to bytes
+// (MarshalBinary) so that it can be stored with a task and refunded later by
+// another process.
+//
+// An uncertain receipt comes from a check that failed with ErrUncertain: the
+// store may or may not have applied the charge. Refunding it undoes the charge
+// if it was made, and otherwise voids its ID so that it can never be applied;
+// exactly once either way.
+//
+// The zero Receipt has no charges; refunding it does nothing.
+type Receipt struct {
+	ID       ReceiptID
+	Identity string
+
+	rules     []Rule // rules charged, in order; shared with the Limiter, never modified
+	uncertain bool
+	charged   bool // the windows describe applied charges
+	n         int  // number of windows set
+	inline    [maxInline]int64
+	more      []int64
+}
+
+func (r *Receipt) setWindow(i int, w int64) {
+	if i < maxInline {
+		r.inline[i] = w
+	} else {
+		for len(r.more) <= i-maxInline {
+			r.more = append(r.more, 0)
+		}
+		r.more[i-maxInline] = w
+	}
+	if i >= r.n {
+		r.n = i + 1
+	}
+}
+
+func (r *Receipt) window(i int) int64 {
+	if i < maxInline {
+		return r.inline[i]
+	}
+	return r.more[i-maxInline]
+}
+
+// ruleLimit returns the rule and the limit of the i-th limit of the rules.
+func (r *Receipt) ruleLimit(i int) (*Rule, Limit) {
+	for k := range r.rules {
+		rule := &r.rules[k]
+		if i < len(rule.Limits) {
+			return rule, rule.Limits[i]
+		}
+		i -= len(rule.Limits)
+	}
+	panic(fmt.Sprintf("allowance: limit index %d out of range", i))
+}
+
+// Len returns the number of charges: one per limit of every rule charged, and
+// zero for the receipt of a denied check.
+func (r *Receipt) Len() int {
+	if !r.charged && !r.uncertain {
+		return 0
+	}
+	return r.n
+}
+
+// Charge returns the i-th charge, 0 <= i < Len().
+func (r *Receipt) Charge(i int) Charge {
+	rule, l := r.ruleLimit(i)
+	return Charge{Rule: rule.Name, Limit: l, Algorithm: rule.Algorithm, Amount: rule.Amount(), Window: r.window(i)}
+}
+
+// Charges returns every charge of the receipt.
+func (r *Receipt) Charges() []Charge {
+	out := make([]Charge, r.Len())
+	for i := range out {
+		out[i] = r.Charge(i)
+	}
+	return out
+}
+
+// Rules returns the rules the receipt charged. The slice must not be
+// modified.
+func (r *Receipt) Rules() []Rule { return r.rules }
+
+// Uncertain reports whether the receipt comes from a check whose outcome is
+// unknown. Its charges have no windows; the store finds them by the ID.
+func (r *Receipt) Uncertain() bool { return r.uncertain }
+
+// Expiry returns the time after which no charge of r can be refunded any more
+// (every window has ended), given the receipt's windows; for an uncertain
+// receipt, the latest such time counted from now.
+func (r *Receipt) Expiry(now time.Time) time.Time {
+	var end int64
+	for i := 0; i < r.Len(); i++ {
+		c := r.Charge(i)
+		var e int64
+		p := c.Limit.Period.Microseconds()
+		switch c.Algorithm {
+		case FixedWindow:
+			e = c.Window + p
+		case SlidingWindow:
+			e = c.Window + 2*p
+		case SlidingLog:
+			e = c.Window + p
+		case GCRA:
+			e = c.Window
+		}
+		if r.uncertain {
+			e = now.UnixMicro() + 2*p
+		}
+		end = max(end, e)
+	}
+	return time.UnixMicro(end)
+}
+
+// NewReceipt builds a receipt from charges, as a Store or a test needs it:
+// charges of one rule must be adjacent and agree on the rule's algorithm and
+// amount. Most code gets receipts from Decision or UnmarshalBinary instead.
+func NewReceipt(id ReceiptID, identity string, charges []Charge) (Receipt, error) {
+	r := Receipt{ID: id, Identity: identity}
+	if len(charges) == 0 {
+		return r, errors.New("receipt has no charges")
+	}
+	if len(charges) > MaxRules*MaxLimitsPerRule {
+		return r, fmt.Errorf("receipt has %d charges; at most %d are allowed", len(charges), MaxRules*MaxLimitsPerRule)
+	}
+	var rules []Rule
+	for i, c := range charges {
+		if err := validateRuleName(c.Rule); err != nil {
+			return r, fmt.Errorf("charge %d: %w", i, err)
+		}
+		if err := c.Limit.Validate(); err != nil {
+			return r, fmt.Errorf("charge %d: limit: %w", i, err)
+		}
+		if !c.Algorithm.Valid() {
+			return r, fmt.Errorf("charge %d: unknown algorithm %d", i, uint8(c.Algorithm))
+		}
+		if c.Amount <= 0 || c.Amount > c.Limit.Count {
+			return r, fmt.Errorf("charge %d: amount %d must be between 1 and the limit's count %d", i, c.Amount, c.Limit.Count)
+		}
+		if c.Window < 0 || c.Window > maxWindow {
+			return r, fmt.Errorf("charge %d: window %d is out of range", i, c.Window)
+		}
+		if n := len(rules); n > 0 && rules[n-1].Name == c.Rule {
+			last := &rules[n-1]
+			if last.Algorithm != c.Algorithm || last.Amount() != c.Amount {
+				return r, fmt.Errorf("charge %d: rule %q: algorithm or amount differs from its other charges", i, c.Rule)
+			}
+			if len(last.Limits) == MaxLimitsPerRule {
+				return r, fmt.Errorf("charge %d: rule %q has more than %d limits", i, c.Rule, MaxLimitsPerRule)
+			}
+			for _, l := range last.Limits {
+				if l == c.Limit {
+					return r, fmt.Errorf("charge %d: rule %q: limit %q is charged twice", i, c.Rule, c.Limit)
+				}
+			}
+			last.Limits = append(last.Limits, c.Limit)
+		} else {
+			for _, prev := range rules {
+				if prev.Name == c.Rule {
+					return r, fmt.Errorf("charge %d: rule %q: its charges are not adjacent", i, c.Rule)
+				}
+			}
+			rules = append(rules, Rule{Name: c.Rule, Limits: Limits{c.Limit}, Algorithm: c.Algorithm, Cost: c.Amount})
+		}
+	}
+	r.rules = rules
+	r.charged = true
+	for i, c := range charges {
+		r.setWindow(i, c.Window)
+	}
+	return r, nil
+}
+
+// maxWindow bounds a charge's window: year 9999 in microseconds since 1970.
+const maxWindow = 253402300799 * 1_000_000
+
+// UncertainReceipt returns the receipt of a charge whose outcome is unknown:
+// its ID, identity and rules, no windows. Refunding it voids the charge. The
+// Limiter returns one with a check that failed with ErrUncertain.
+func UncertainReceipt(req Request) Receipt {
+	r := Receipt{ID: req.ID, Identity: req.Identity, rules: req.Rules, uncertain: true}
+	n := 0
+	for _, rule := range req.Rules {
+		n += len(rule.Limits)
+	}
+	for i := 0; i < n; i++ {
+		r.setWindow(i, 0)
+	}
+	return r
+}
+
+// Binary format, version 1 (all integers unsigned varints unless said):
+//
+//	byte    version (1)
+//	byte    flags (bit 0: uncertain; other bits must be 0)
+//	[16]    receipt id
+//	uvarint identity length, then the identity's bytes
+//	uvarint number of charges (1 to MaxRules*MaxLimitsPerRule)
+//	per charge:
+//	  uvarint rule name length, then the name
+//	  uvarint limit count, uvarint period in seconds
+//	  byte    algorithm
+//	  uvarint amount
+//	  uvarint window
+//
+// The decoder is strict: it rejects unknown versions and flags, values out of
+// range, non-minimal varints, trailing bytes, and receipts that NewReceipt
+// would reject.
+const receiptVersion = 1
+
+// maxIdentity bounds the identity in an encoded receipt.
+const maxIdentity = 64 << 10
+
+// MarshalBinary encodes the receipt in the versioned binary format above.
+func (r *Receipt) MarshalBinary() ([]byte, error) {
+	if r.Len() == 0 {
+		return nil, errors.New("marshal receipt: no charges")
+	}
+	if len(r.Identity) > maxIdentity {
+		return nil, fmt.Errorf("marshal receipt: identity is %d bytes; at most %d are allowed", len(r.Identity), maxIdentity)
+	}
+	b := make([]byte, 0, 32+len(r.Identity)+r.n*32)
+	b = append(b, receiptVersion, 0)
+	if r.uncertain {
+		b[1] = 1
+	}
+	b = append(b, r.ID[:]...)
+	b = binary.AppendUvarint(b, uint64(len(r.Identity)))
+	b = append(b, r.Identity...)
+	b = binary.AppendUvarint(b, uint64(r.n))
+	for i := 0; i < r.n; i++ {
+		c := r.Charge(i)
+		b = binary.AppendUvarint(b, uint64(len(c.Rule)))
+		b = append(b, c.Rule...)
+		b = binary.AppendUvarint(b, uint64(c.Limit.Count))
+		b = binary.AppendUvarint(b, uint64(c.Limit.Period/time.Second))
+		b = append(b, byte(c.Algorithm))
+		b = binary.AppendUvarint(b, uint64(c.Amount))
+		b = binary.AppendUvarint(b, uint64(c.Window))
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes a receipt encoded by MarshalBinary. On error r is
+// left unchanged.
+func (r *Receipt) UnmarshalBinary(data []byte) error {
+	d := decoder{b: data}
+	v, err := d.byte("version")
+	if err != nil {
+		return err
+	}
+	if v != receiptVersion {
+		return fmt.Errorf("decode receipt: unknown version %d; expected %d", v, receiptVersion)
+	}
+	flags, err := d.byte("flags")
+	if err != nil {
+		return err
+	}
+	if flags&^1 != 0 {
+		return fmt.Errorf("decode receipt: unknown flags %#x", flags)
+	}
+	var id ReceiptID
+	if err := d.bytes(id[:], "receipt id"); err != nil {
+		return err
+	}
+	identity, err := d.string(maxIdentity, "identity")
+	if err != nil {
+		return err
+	}
+	n, err := d.uvarint(MaxRules*MaxLimitsPerRule, "number of charges")
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errors.New("decode receipt: no charges")
+	}
+	charges := make([]Charge, n)
+	for i := range charges {
+		c := &charges[i]
+		if c.Rule, err = d.string(maxRuleName, "rule name"); err != nil {
+			return err
+		}
+		count, err := d.uvarint(MaxCount, "limit count")
+		if err != nil {
+			return err
+		}
+		secs, err := d.uvarint(uint64(MaxPeriod/time.Second), "limit period")
+		if err != nil {
+			return err
+		}
+		c.Limit = Limit{Count: int64(count), Period: time.Duration(secs) * time.Second}
+		alg, err := d.byte("algorithm")
+		if err != nil {
+			return err
+		}
+		c.Algorithm = Algorithm(alg)
+		amount, err := d.uvarint(MaxCount, "amount")
+		if err != nil {
+			return err
+		}
+		c.Amount = int64(amount)
+		w, err := d.uvarint(maxWindow, "window")
+		if err != nil {
+			return err
+		}
+		c.Window = int64(w)
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("decode receipt: %d unexpected bytes after the last charge", len(d.b))
+	}
+	out, err := NewReceipt(id, identity, charges)
+	if err != nil {
+		return fmt.Errorf("decode receipt: %w", err)
+	}
+	out.uncertain = flags&1 != 0
+	*r = out
+	return nil
+}
+
+type decoder struct{ b []byte }
+
+func (d *decoder) byte(what string) (byte, error) {
+	if len(d.b) < 1 {
+		return 0, fmt.Errorf("decode receipt: truncated before the %s", what)
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c, nil
+}
+
+func (d *decoder) bytes(dst []byte, what string) error {
+	if len(d.b) < len(dst) {
+		return fmt.Errorf("decode receipt: truncated in the %s", what)
+	}
+	copy(dst, d.b)
+	d.b = d.b[len(dst):]
+	return nil
+}
+
+func (d *decoder) uvarint(limit uint64, what string) (uint64, error) {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		return 0, fmt.Errorf("decode receipt: bad or truncated varint in the %s", what)
+	}
+	if n != len(binary.AppendUvarint(nil, v)) {
+		return 0, fmt.Errorf("decode receipt: non-minimal varint in the %s", what)
+	}
+	if v > limit {
+		return 0, fmt.Errorf("decode receipt: %s %d is larger than the maximum %d", what, v, limit)
+	}
+	d.b = d.b[n:]
+	return v, nil
+}
+
+func (d *decoder) string(limit int, what string) (string, error) {
+	n, err := d.uvarint(uint64(limit), what+" length")
+	if err != nil {
+		return "", err
+	}
+	if uint64(len(d.b)) < n {
+		return "", fmt.Errorf("decode receipt: truncated in the %s", what)
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s, nil
+}

@@ -1,0 +1,289 @@
+package allowance
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store keeps usage and applies the algorithms. One Store serves any number of
+// Limiters and identities. Implementations: memstore (in process) and
+// redisstore (Redis, Redis Cluster).
+//
+// Identities are often personal data (user ids, IP addresses); stores keep
+// them as given or encode them in keys, so hash them first if that matters.
+//
+// Every method is safe for concurrent use. Implementations must make Charge and
+// Refund each one atomic step with respect to every other call on the same
+// identity: that is what makes limits exact and refunds at most once.
+type Store interface {
+	// Charge charges req.Identity for every limit of every rule in req.Rules,
+	// all or nothing: when any limit would be exceeded nothing is charged and
+	// the Decision is a denial. An allowed Decision carries a Receipt whose ID
+	// is req.ID. A store whose round trip can fail after the charge may have
+	// been applied returns an error wrapping ErrUncertain; the charge can then
+	// be voided by refunding req.ID with an uncertain receipt (see Receipt).
+	Charge(ctx context.Context, req Request) (Decision, error)
+
+	// Refund undoes the charges of one receipt, at most once per receipt ID
+	// across all callers and processes, and reports per charge what happened.
+	// guards are the refund guards of the receipt's rules, by rule name; a rule
+	// without one is not bounded.
+	Refund(ctx context.Context, receipt *Receipt, guards []Guard) (RefundResult, error)
+
+	// Peek reports identity's usage of every limit of rules without charging.
+	Peek(ctx context.Context, identity string, rules []Rule) ([]Usage, error)
+
+	// Reset forgets identity's usage of every limit of rules, and its refund
+	// guard counts for them.
+	Reset(ctx context.Context, identity string, rules []Rule) error
+}
+
+// Request is one charge: an identity against a set of rules.
+type Request struct {
+	// ID becomes the receipt's ID. It is chosen before the call so that a
+	// charge whose outcome is uncertain can be voided by that ID.
+	ID ReceiptID
+	// Identity is who is charged: a user id, an API key's id, an IP address.
+	// It may hold any bytes; stores encode it.
+	Identity string
+	// Rules are charged together; they must be valid, with unique names.
+	Rules []Rule
+}
+
+// Guard is a rule's refund guard as a store sees it.
+type Guard struct {
+	Rule  string
+	Limit Limit
+}
+
+// ErrUncertain marks a Charge error after which the store cannot tell whether
+// the charge was applied, such as a timeout after the request was sent.
+var ErrUncertain = errors.New("outcome of the charge is unknown")
+
+// ErrVoided is returned by Charge when req.ID was voided before the charge
+// could be applied: nothing was charged.
+var ErrVoided = errors.New("charge was voided before it was applied")
+
+// maxInline is how many limit states a Decision holds without allocating.
+const maxInline = 4
+
+// LimitState is one limit's state after a check.
+type LimitState struct {
+	Rule  string // the rule's name
+	Limit Limit  // the limit
+	// Allowed is false when this limit would have been exceeded.
+	Allowed bool
+	// Remaining is how many units could still be charged now. For 10/minute
+	// with 6 used in the current window, Remaining is 4.
+	Remaining int64
+	// ResetAfter is the time until usage would be back to zero if nothing
+	// more were charged.
+	ResetAfter time.Duration
+	// RetryAfter is, when Allowed is false, the time until a request of the
+	// same cost could pass this limit; zero when Allowed.
+	RetryAfter time.Duration
+}
+
+// state is what a Decision keeps per limit; the rule and limit come from the
+// receipt's rules.
+type state struct {
+	remaining  int64
+	resetAfter time.Duration
+	retryAfter time.Duration
+	allowed    bool
+}
+
+// Decision is the outcome of a check. It is a value (no pointers to fill) so
+// that a check needs no allocation for up to four limits.
+type Decision struct {
+	// Allowed reports whether the request was admitted and charged.
+	Allowed bool
+	// Remaining, ResetAfter and RetryAfter are those of the most restrictive
+	// limit: when denied, the denying limit with the longest RetryAfter; when
+	// allowed, the limit with the fewest remaining units (the longest
+	// ResetAfter among equals).
+	Remaining  int64
+	ResetAfter time.Duration
+	RetryAfter time.Duration
+	// Receipt records what was charged. It holds the charges only when
+	// Allowed; its ID and Identity are set either way.
+	Receipt Receipt
+
+	most   int // index of the most restrictive limit
+	n      int
+	inline [maxInline]state
+	more   []state
+}
+
+// NewDecision starts the Decision for req, with no limit states yet; a Store
+// fills it with SetLimit for each limit of each rule, in order, and calls
+// Allow when it charged them.
+func NewDecision(req Request) Decision {
+	d := Decision{most: -1}
+	d.Receipt.ID = req.ID
+	d.Receipt.Identity = req.Identity
+	d.Receipt.rules = req.Rules
+	return d
+}
+
+// SetLimit records the state of the i-th limit of the request (counting the
+// limits of every rule in order). window is what the refund of this limit
+// needs: for FixedWindow and SlidingWindow the start of the window charged,
+// for SlidingLog the time of the charge, for GCRA the TAT right after the
+// charge, all in microseconds of the store's clock. For use by Store
+// implementations.
+func (d *Decision) SetLimit(i int, allowed bool, remaining int64, resetAfter, retryAfter time.Duration, window int64) {
+	s := state{remaining: remaining, resetAfter: resetAfter, retryAfter: retryAfter, allowed: allowed}
+	if i < maxInline {
+		d.inline[i] = s
+	} else {
+		for len(d.more) <= i-maxInline {
+			d.more = append(d.more, state{})
+		}
+		d.more[i-maxInline] = s
+	}
+	if i >= d.n {
+		d.n = i + 1
+	}
+	d.Receipt.setWindow(i, window)
+	if d.most < 0 || moreRestrictive(s, d.state(d.most)) {
+		d.most = i
+		d.Remaining, d.ResetAfter, d.RetryAfter = s.remaining, s.resetAfter, s.retryAfter
+	}
+}
+
+// Allow marks the decision allowed and its receipt as holding the charges.
+// For use by Store implementations, after SetLimit for every limit.
+func (d *Decision) Allow() {
+	d.Allowed = true
+	d.Receipt.charged = true
+}
+
+func moreRestrictive(a, b state) bool {
+	if a.allowed != b.allowed {
+		return !a.allowed
+	}
+	if !a.allowed {
+		return a.retryAfter > b.retryAfter
+	}
+	if a.remaining != b.remaining {
+		return a.remaining < b.remaining
+	}
+	return a.resetAfter > b.resetAfter
+}
+
+func (d *Decision) state(i int) state {
+	if i < maxInline {
+		return d.inline[i]
+	}
+	return d.more[i-maxInline]
+}
+
+// Len returns the number of limit states: one per limit of every rule checked.
+func (d *Decision) Len() int { return d.n }
+
+// State returns the state of the i-th limit, 0 <= i < Len(), counting the
+// limits of every rule in order.
+func (d *Decision) State(i int) LimitState {
+	s := d.state(i)
+	r, l := d.Receipt.ruleLimit(i)
+	return LimitState{Rule: r.Name, Limit: l, Allowed: s.allowed, Remaining: s.remaining, ResetAfter: s.resetAfter, RetryAfter: s.retryAfter}
+}
+
+// States returns every limit's state.
+func (d *Decision) States() []LimitState {
+	out := make([]LimitState, d.n)
+	for i := range out {
+		out[i] = d.State(i)
+	}
+	return out
+}
+
+// MostRestrictive returns the index of the limit that Remaining, ResetAfter
+// and RetryAfter describe, or -1 when the Decision has no limits.
+func (d *Decision) MostRestrictive() int { return d.most }
+
+// Outcome is what a refund did to one charge.
+type Outcome uint8
+
+// Refund outcomes.
+const (
+	// Restored: the charge was given back.
+	Restored Outcome = iota + 1
+	// WindowEnded: the window the charge counted in is over (for GCRA, the
+	// charge has already flowed back into the bucket), so there is nothing to
+	// give back; the caller already has that budget again.
+	WindowEnded
+	// AlreadyRefunded: this receipt was refunded before; nothing changed.
+	AlreadyRefunded
+	// Declined: the rule's refund guard is exhausted for this identity.
+	Declined
+	// NotCharged: the receipt was uncertain and the charge was never applied;
+	// it is now void and cannot be applied later.
+	NotCharged
+)
+
+var outcomeNames = [...]string{"", "restored", "window_ended", "already_refunded", "declined", "not_charged"}
+
+// String returns the outcome's name as used in logs and metrics, such as
+// "window_ended".
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) && o != 0 {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// ChargeOutcome is the outcome of refunding one charge of a receipt.
+type ChargeOutcome struct {
+	Charge  Charge
+	Outcome Outcome
+	// Restored is how many units were given back: the charge's amount when
+	// Outcome is Restored (less if usage had already dropped below it), else 0.
+	Restored int64
+}
+
+// RefundResult reports what a refund did, charge by charge.
+type RefundResult struct {
+	ReceiptID ReceiptID
+	Charges   []ChargeOutcome
+}
+
+// Restored reports whether any charge was given back.
+func (r RefundResult) Restored() bool {
+	for _, c := range r.Charges {
+		if c.Outcome == Restored {
+			return true
+		}
+	}
+	return false
+}
+
+// Outcome summarises the result in one outcome: Restored when any charge was
+// restored, otherwise the outcome shared by the charges (the first one's when
+// they differ).
+func (r RefundResult) Outcome() Outcome {
+	if len(r.Charges) == 0 {
+		return 0
+	}
+	if r.Restored() {
+		return Restored
+	}
+	return r.Charges[0].Outcome
+}
+
+// Usage is one limit's usage, as Peek reports it.
+type Usage struct {
+	Rule      string
+	Limit     Limit
+	Algorithm Algorithm
+	// Used is how many units count against the limit now (for SlidingWindow
+	// the weighted estimate, for GCRA the units not yet flowed back).
+	Used int64
+	// Remaining is how many units a request could be charged now.
+	Remaining int64
+	// ResetAfter is the time until Used would be zero if nothing more were
+	// charged.
+	ResetAfter time.Duration
+}
