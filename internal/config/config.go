@@ -1,0 +1,467 @@
+// Package config loads taskd's YAML configuration: the rate-limit rules and a
+// few server settings. Decoding is strict: an unknown field, a value of the
+// wrong type, a limit string that does not parse, an unknown algorithm or
+// refund reason and a malformed route pattern are all errors that name the
+// file, the line and column, and what was expected.
+//
+// A configuration file looks like this; every field but the rules' name,
+// match and limits is optional:
+//
+//	server:
+//	  max_body_bytes: 65536
+//	  shutdown_timeout: 30s
+//	  check_timeout: 1s
+//	  lease: 30s
+//	rules:
+//	  - name: create-task
+//	    match: POST /v1/tasks
+//	    limits: 5/minute; 50/day
+//	    algorithm: sliding-window
+//	    refund_on: [conflict]
+//	    refund_guard: 20/hour
+//	  - name: read
+//	    match: GET /v1/
+//	    limits: 600/minute
+//
+// When the file has no rules key, the default rules (Default) apply.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/allowancehq/allowance"
+)
+
+// RefundReason names a situation in which a rule's charge is given back.
+type RefundReason string
+
+// The refund reasons a rule's refund_on may list.
+const (
+	// Conflict: POST /v1/tasks answered 409 because the user already has an
+	// active task.
+	Conflict RefundReason = "conflict"
+	// WorkerFailure: the task's worker failed it.
+	WorkerFailure RefundReason = "worker_failure"
+	// Stuck: the task's lease ran out and the reaper ended it.
+	Stuck RefundReason = "stuck"
+)
+
+// RefundReasons lists every refund reason, in the order of their constants.
+func RefundReasons() []RefundReason { return []RefundReason{Conflict, WorkerFailure, Stuck} }
+
+// Rule is one rate-limit rule of the configuration.
+type Rule struct {
+	// Rule holds the name, limits, algorithm, cost and refund guard.
+	allowance.Rule
+	// Match is the net/http ServeMux pattern of the requests the rule
+	// applies to, such as "POST /v1/tasks" or "GET /v1/".
+	Match string
+	// RefundOn lists the situations in which a charge of this rule is given
+	// back. Empty: never.
+	RefundOn []RefundReason
+	// FailOpen says what happens when the limits store fails: serve the
+	// request (true) or answer 503 (false, the default).
+	FailOpen bool
+}
+
+// RefundsOn reports whether the rule gives its charge back for reason.
+func (r Rule) RefundsOn(reason RefundReason) bool { return slices.Contains(r.RefundOn, reason) }
+
+// Server holds server settings. Zero fields take the defaults of Default.
+type Server struct {
+	// MaxBodyBytes bounds a request body; larger bodies get 413.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds a graceful shutdown: in-flight requests and
+	// running tasks get this long to finish.
+	ShutdownTimeout time.Duration
+	// CheckTimeout bounds one rate-limit check against the limits store.
+	CheckTimeout time.Duration
+	// Lease is how long a worker holds a task between heartbeats.
+	Lease time.Duration
+}
+
+// Config is taskd's configuration.
+type Config struct {
+	Server Server
+	Rules  []Rule
+}
+
+// Defaults of the server settings.
+const (
+	DefaultMaxBodyBytes    = 64 << 10
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultCheckTimeout    = time.Second
+	DefaultLease           = 30 * time.Second
+)
+
+// Default returns the built-in configuration, used when no file is given:
+//
+//	rules:
+//	  - name: create-task
+//	    match: POST /v1/tasks
+//	    limits: 5/minute; 50/day
+//	    algorithm: sliding-window
+//	    refund_on: [conflict]
+//	  - name: read
+//	    match: GET /v1/
+//	    limits: 600/minute
+//
+// and the Default* server settings.
+func Default() Config {
+	return Config{
+		Server: defaultServer(),
+		Rules: []Rule{
+			{
+				Rule: allowance.Rule{
+					Name:      "create-task",
+					Limits:    allowance.Limits{{Count: 5, Period: time.Minute}, {Count: 50, Period: 24 * time.Hour}},
+					Algorithm: allowance.SlidingWindow,
+				},
+				Match:    "POST /v1/tasks",
+				RefundOn: []RefundReason{Conflict},
+			},
+			{
+				Rule: allowance.Rule{
+					Name:      "read",
+					Limits:    allowance.Limits{{Count: 600, Period: time.Minute}},
+					Algorithm: allowance.FixedWindow,
+				},
+				Match: "GET /v1/",
+			},
+		},
+	}
+}
+
+func defaultServer() Server {
+	return Server{
+		MaxBodyBytes:    DefaultMaxBodyBytes,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		CheckTimeout:    DefaultCheckTimeout,
+		Lease:           DefaultLease,
+	}
+}
+
+// Error is a problem with a configuration file, at a line and column when
+// one is known (Line 0 otherwise).
+type Error struct {
+	File   string
+	Line   int
+	Column int
+	// Field is the YAML path of the value at fault, such as
+	// "rules[0].limits"; empty for syntax errors.
+	Field string
+	// Msg says what is wrong and what was expected.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads and parses the configuration file at path. An empty path
+// returns Default.
+func Load(path string) (Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// maxFileSize bounds a configuration file; real ones are a few hundred bytes.
+const maxFileSize = 1 << 20
+
+// Parse parses configuration data; name (usually the file's path) is used in
+// errors. The error is an *Error.
+func Parse(name string, data []byte) (Config, error) {
+	if len(data) > maxFileSize {
+		return Config{}, &Error{File: name, Msg: fmt.Sprintf("file is %d bytes; at most %d are allowed", len(data), maxFileSize)}
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Config{}, &Error{File: name, Msg: "file is empty; expected a mapping with a rules list"}
+	}
+	file, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return Config{}, yamlError(name, err)
+	}
+	if len(file.Docs) == 0 || file.Docs[0].Body == nil {
+		return Config{}, &Error{File: name, Msg: "file holds no YAML document; expected a mapping with a rules list"}
+	}
+	if len(file.Docs) > 1 {
+		return Config{}, &Error{File: name, Msg: "file holds several YAML documents; expected one"}
+	}
+	if body := file.Docs[0].Body; body.Type() != ast.MappingType {
+		tk := body.GetToken()
+		return Config{}, &Error{File: name, Line: tk.Position.Line, Column: tk.Position.Column,
+			Msg: fmt.Sprintf("the document is a %s; expected a mapping with a rules list", body.Type().YAMLName())}
+	}
+	var raw rawConfig
+	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.Strict(), yaml.DisallowUnknownField()); err != nil {
+		return Config{}, yamlError(name, err)
+	}
+	d := decoder{name: name, file: file}
+	return d.config(raw)
+}
+
+// rawConfig is the file as written; decoder turns it into a Config.
+type rawConfig struct {
+	Server *rawServer `yaml:"server"`
+	Rules  *[]rawRule `yaml:"rules"`
+}
+
+type rawServer struct {
+	MaxBodyBytes    *int64 `yaml:"max_body_bytes"`
+	ShutdownTimeout string `yaml:"shutdown_timeout"`
+	CheckTimeout    string `yaml:"check_timeout"`
+	Lease           string `yaml:"lease"`
+}
+
+type rawRule struct {
+	Name        string   `yaml:"name"`
+	Match       string   `yaml:"match"`
+	Limits      string   `yaml:"limits"`
+	Algorithm   string   `yaml:"algorithm"`
+	Cost        int64    `yaml:"cost"`
+	RefundOn    []string `yaml:"refund_on"`
+	RefundGuard string   `yaml:"refund_guard"`
+	FailOpen    bool     `yaml:"fail_open"`
+}
+
+type decoder struct {
+	name string
+	file *ast.File
+}
+
+// errorAt returns an *Error for the value at the YAML path field (such as
+// "rules[0].limits"), positioned at that value, or at the closest enclosing
+// value present in the file.
+func (d decoder) errorAt(field string, format string, args ...any) error {
+	e := &Error{File: d.name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	for p := field; ; {
+		if line, col, ok := d.position(p); ok {
+			e.Line, e.Column = line, col
+			break
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return e
+}
+
+// position returns the line and column of the value at the YAML path field.
+func (d decoder) position(field string) (line, col int, ok bool) {
+	path, err := yaml.PathString("$." + field)
+	if err != nil {
+		return 0, 0, false
+	}
+	node, err := path.FilterFile(d.file)
+	if err != nil || node == nil || node.GetToken() == nil || node.GetToken().Position == nil {
+		return 0, 0, false
+	}
+	pos := node.GetToken().Position
+	return pos.Line, pos.Column, true
+}
+
+func (d decoder) config(raw rawConfig) (Config, error) {
+	cfg := Config{Server: defaultServer()}
+	if s := raw.Server; s != nil {
+		if s.MaxBodyBytes != nil {
+			if *s.MaxBodyBytes < 1 {
+				return Config{}, d.errorAt("server.max_body_bytes", "%d must be at least 1", *s.MaxBodyBytes)
+			}
+			cfg.Server.MaxBodyBytes = *s.MaxBodyBytes
+		}
+		for _, f := range []struct {
+			field string
+			text  string
+			dst   *time.Duration
+		}{
+			{"shutdown_timeout", s.ShutdownTimeout, &cfg.Server.ShutdownTimeout},
+			{"check_timeout", s.CheckTimeout, &cfg.Server.CheckTimeout},
+			{"lease", s.Lease, &cfg.Server.Lease},
+		} {
+			if f.text == "" {
+				continue
+			}
+			v, err := time.ParseDuration(f.text)
+			if err != nil || v <= 0 {
+				return Config{}, d.errorAt("server."+f.field, "%q is not a positive duration; expected a number with a unit, such as 30s or 2m", f.text)
+			}
+			*f.dst = v
+		}
+	}
+	if raw.Rules == nil {
+		cfg.Rules = Default().Rules
+		return cfg, nil
+	}
+	if len(*raw.Rules) == 0 {
+		return Config{}, d.errorAt("rules", "no rules; expected at least one (leave rules out for the defaults)")
+	}
+	if len(*raw.Rules) > allowance.MaxRules {
+		return Config{}, d.errorAt("rules", "%d rules; at most %d are allowed", len(*raw.Rules), allowance.MaxRules)
+	}
+	for i, rr := range *raw.Rules {
+		r, err := d.rule(fmt.Sprintf("rules[%d]", i), rr)
+		if err != nil {
+			return Config{}, err
+		}
+		for j, prev := range cfg.Rules {
+			if prev.Name == r.Name {
+				return Config{}, d.errorAt(fmt.Sprintf("rules[%d].name", i), "rule %q is given twice (also rules[%d]); expected unique names", r.Name, j)
+			}
+		}
+		cfg.Rules = append(cfg.Rules, r)
+	}
+	return cfg, nil
+}
+
+func (d decoder) rule(at string, rr rawRule) (Rule, error) {
+	var r Rule
+	if rr.Name == "" {
+		return r, d.errorAt(at+".name", "name is missing; expected 1 to 64 letters, digits, '-', '_' or '.'")
+	}
+	r.Name = rr.Name
+	if rr.Match == "" {
+		return r, d.errorAt(at+".match", `match is missing; expected a route pattern such as "POST /v1/tasks" or "GET /v1/"`)
+	}
+	if err := ValidPattern(rr.Match); err != nil {
+		return r, d.errorAt(at+".match", "%v", err)
+	}
+	r.Match = rr.Match
+	if strings.TrimSpace(rr.Limits) == "" {
+		return r, d.errorAt(at+".limits", `limits are missing; expected limits such as "5/minute; 50/day"`)
+	}
+	ls, err := allowance.ParseLimits(rr.Limits)
+	if err != nil {
+		return r, d.errorAt(at+".limits", "%v", err)
+	}
+	r.Limits = ls
+	r.Algorithm = allowance.FixedWindow
+	if rr.Algorithm != "" {
+		a, err := allowance.ParseAlgorithm(rr.Algorithm)
+		if err != nil {
+			return r, d.errorAt(at+".algorithm", "%v", err)
+		}
+		r.Algorithm = a
+	}
+	r.Cost = rr.Cost
+	if rr.RefundGuard != "" {
+		g, err := allowance.ParseLimit(rr.RefundGuard)
+		if err != nil {
+			return r, d.errorAt(at+".refund_guard", "%v", err)
+		}
+		r.RefundGuard = g
+	}
+	for k, s := range rr.RefundOn {
+		reason := RefundReason(s)
+		if !slices.Contains(RefundReasons(), reason) {
+			return r, d.errorAt(fmt.Sprintf("%s.refund_on[%d]", at, k), "unknown refund reason %q; expected conflict, worker_failure or stuck", s)
+		}
+		if slices.Contains(r.RefundOn, reason) {
+			return r, d.errorAt(fmt.Sprintf("%s.refund_on[%d]", at, k), "refund reason %q is given twice", s)
+		}
+		r.RefundOn = append(r.RefundOn, reason)
+	}
+	r.FailOpen = rr.FailOpen
+	if err := r.Validate(); err != nil {
+		field := at
+		switch {
+		case strings.Contains(err.Error(), "cost"):
+			field = at + ".cost"
+		case strings.Contains(err.Error(), "rule name"):
+			field = at + ".name"
+		case strings.Contains(err.Error(), "limit"):
+			field = at + ".limits"
+		}
+		return r, d.errorAt(field, "%v", err)
+	}
+	return r, nil
+}
+
+// ValidPattern reports whether pattern is a valid net/http ServeMux pattern
+// ("[METHOD ][HOST]/[PATH]"), with an error that says what is wrong.
+func ValidPattern(pattern string) (err error) {
+	if strings.TrimSpace(pattern) != pattern {
+		return fmt.Errorf("route pattern %q has leading or trailing spaces", pattern)
+	}
+	// ServeMux is the authority on its own syntax; it reports a bad
+	// pattern by panicking.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("route pattern %q: %v; expected [METHOD ][HOST]/[PATH], such as \"POST /v1/tasks\"", pattern, p)
+		}
+	}()
+	http.NewServeMux().Handle(pattern, http.NotFoundHandler())
+	return nil
+}
+
+// yamlError turns an error of the YAML library into an *Error.
+func yamlError(name string, err error) error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		e := &Error{File: name, Msg: ye.GetMessage()}
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			e.Line, e.Column = tk.Position.Line, tk.Position.Column
+		}
+		var te *yaml.TypeError
+		var ue *yaml.UnknownFieldError
+		var ne *yaml.UnexpectedNodeTypeError
+		switch {
+		case errors.As(err, &te):
+			e.Msg = fmt.Sprintf("a %s cannot be used here; expected a %s", yamlKind(te.SrcType.String()), yamlKind(te.DstType.String()))
+		case errors.As(err, &ne):
+			e.Msg = fmt.Sprintf("a %s was used where a %s is expected", yamlKind(ne.Actual.YAMLName()), yamlKind(ne.Expected.YAMLName()))
+		case errors.As(err, &ue):
+			e.Msg += "; expected the keys server (max_body_bytes, shutdown_timeout, check_timeout, lease) " +
+				"and rules (each with name, match, limits, algorithm, cost, refund_on, refund_guard, fail_open)"
+		}
+		return e
+	}
+	return &Error{File: name, Msg: err.Error()}
+}
+
+// yamlKind names a Go type of the decoder's errors as a YAML user would.
+func yamlKind(goType string) string {
+	goType = strings.TrimLeft(goType, "*")
+	switch {
+	case strings.HasPrefix(goType, "[]"), goType == "sequence":
+		return "list"
+	case strings.HasPrefix(goType, "map"), strings.Contains(goType, "raw"), strings.Contains(goType, "struct"):
+		return "mapping"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"), strings.HasPrefix(goType, "float"), goType == "integer":
+		return "number"
+	case goType == "bool":
+		return "boolean (true or false)"
+	case goType == "string":
+		return "string"
+	}
+	return goType
+}
