@@ -1,0 +1,388 @@
+package httplimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Rule is an allowance.Rule (name, limits, algorithm, cost, refund guard)
+// with what the middleware needs to apply it to HTTP requests.
+type Rule struct {
+	allowance.Rule
+
+	// Match selects the requests the rule charges, in net/http ServeMux
+	// pattern syntax: "[METHOD ][HOST]/[PATH]", such as "POST /v1/tasks",
+	// "GET /v1/" (GET and HEAD of everything under /v1/), "/" (every
+	// request) or "api.example.com/". Wildcards ("/v1/tasks/{id}") are
+	// allowed. A request is charged for every rule whose pattern matches it,
+	// not only the most specific one.
+	Match string
+
+	// RefundOn lists statuses (200 to 599) after which the charge of the
+	// request is given back automatically, such as 409 Conflict. The refund
+	// is made when the handler writes the status (WriteHeader, or its first
+	// Write), before the headers are sent, so the response's rate-limit
+	// headers show the refunded budget. A request that matched several rules
+	// has one receipt: it is refunded as a whole when the status is in the
+	// RefundOn of any of them.
+	RefundOn []int
+
+	// FailOpen says what happens when the store fails or times out: serve
+	// the request without limiting it (true; the failure is logged and
+	// counted), or answer 503 Service Unavailable (false, the default). A
+	// request that matches several rules fails open only when all of them
+	// do.
+	FailOpen bool
+}
+
+// Anonymous says what the middleware does with a request whose KeyFunc finds
+// no identity. The zero value is RejectUnauthorized.
+type Anonymous uint8
+
+// What to do with a request that has no identity.
+const (
+	// RejectUnauthorized answers 401 Unauthorized (problem+json).
+	RejectUnauthorized Anonymous = iota
+	// RejectBadRequest answers 400 Bad Request (problem+json).
+	RejectBadRequest
+	// LimitByIP charges the client's IP address instead, as ClientIP with
+	// Config.TrustedProxies finds it, under the identity "ip:" + address so
+	// that it cannot share a budget with a user id.
+	LimitByIP
+)
+
+// DefaultTimeout bounds a store call when Config.Timeout is zero.
+const DefaultTimeout = time.Second
+
+// maxRules bounds Config.Rules: a request's matching rules are kept as the
+// bits of a uint64.
+const maxRules = 64
+
+// Config configures a Middleware. Store and Rules are required.
+type Config struct {
+	// Store keeps the usage: memstore, redisstore, or any allowance.Store.
+	Store allowance.Store
+	// Rules are matched against every request; at most 64, unique names.
+	Rules []Rule
+	// Key finds a request's identity. Nil means ClientIP(TrustedProxies...).
+	Key KeyFunc
+	// Anonymous is the outcome for a request Key finds no identity for.
+	Anonymous Anonymous
+	// TrustedProxies are the proxies whose Forwarded and X-Forwarded-For
+	// headers are believed, by the default Key and by LimitByIP.
+	TrustedProxies []netip.Prefix
+	// Logger receives the middleware's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer, when not nil, gets the middleware's Prometheus metrics:
+	// allowance_http_checks_total{rule,outcome},
+	// allowance_http_refunds_total{rule,outcome} and
+	// allowance_http_store_duration_seconds{op}. Several Middlewares may
+	// share one registry; they then count into the same series.
+	Registerer prometheus.Registerer
+	// Timeout bounds each store call (a check, a refund, a peek). Zero means
+	// DefaultTimeout; negative means only the request's context bounds it.
+	Timeout time.Duration
+}
+
+// Middleware rate limits HTTP requests by Config's rules. It is safe for
+// concurrent use; make one and wrap handlers with Handler.
+type Middleware struct {
+	store    allowance.Store
+	rules    []Rule
+	key      KeyFunc
+	ipKey    KeyFunc
+	anon     Anonymous
+	log      *slog.Logger
+	met      *metrics
+	timeout  time.Duration
+	matchers []matcher
+	guards   map[string]allowance.Guard
+	peekers  []*allowance.Limiter
+
+	setsMu sync.Mutex
+	sets   atomic.Pointer[map[uint64]*ruleSet]
+}
+
+// matcher matches one distinct pattern, for the rules in mask.
+type matcher struct {
+	mux  *http.ServeMux
+	mask uint64
+}
+
+// matched is the handler a matcher's ServeMux holds: the mux tells us the
+// pattern matched by returning it. It is never called.
+type matched struct{}
+
+func (matched) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+// New returns a Middleware for cfg, or an error naming the first problem with
+// it: a missing store, an invalid rule, a bad pattern or status.
+func New(cfg Config) (*Middleware, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("httplimit: config: Store is nil")
+	}
+	if len(cfg.Rules) == 0 {
+		return nil, errors.New("httplimit: config: no rules; expected at least one")
+	}
+	if len(cfg.Rules) > maxRules {
+		return nil, fmt.Errorf("httplimit: config: %d rules; at most %d are allowed", len(cfg.Rules), maxRules)
+	}
+	if cfg.Anonymous > LimitByIP {
+		return nil, fmt.Errorf("httplimit: config: unknown Anonymous value %d", cfg.Anonymous)
+	}
+	m := &Middleware{
+		store:   cfg.Store,
+		key:     cfg.Key,
+		ipKey:   ClientIP(cfg.TrustedProxies...),
+		anon:    cfg.Anonymous,
+		log:     cfg.Logger,
+		timeout: cfg.Timeout,
+		guards:  make(map[string]allowance.Guard),
+	}
+	if m.key == nil {
+		m.key = m.ipKey
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.timeout == 0 {
+		m.timeout = DefaultTimeout
+	}
+	patterns := map[string]int{}
+	for i, r := range cfg.Rules {
+		if err := r.Rule.Validate(); err != nil {
+			return nil, fmt.Errorf("httplimit: config: rule %d: %w", i+1, err)
+		}
+		for _, prev := range cfg.Rules[:i] {
+			if prev.Name == r.Name {
+				return nil, fmt.Errorf("httplimit: config: rule %q is given twice", r.Name)
+			}
+		}
+		for _, s := range r.RefundOn {
+			if s < 200 || s > 599 {
+				return nil, fmt.Errorf("httplimit: config: rule %q: refund_on status %d; expected a status from 200 to 599", r.Name, s)
+			}
+		}
+		r.Limits = slices.Clone(r.Limits)
+		r.RefundOn = slices.Clone(r.RefundOn)
+		m.rules = append(m.rules, r)
+		if r.RefundGuard != (allowance.Limit{}) {
+			m.guards[r.Name] = allowance.Guard{Rule: r.Name, Limit: r.RefundGuard}
+		}
+		pat := strings.TrimSpace(r.Match)
+		if pat == "" {
+			return nil, fmt.Errorf("httplimit: config: rule %q: match is empty; expected a ServeMux pattern such as \"POST /v1/tasks\" or \"/\"", r.Name)
+		}
+		k, ok := patterns[pat]
+		if !ok {
+			mux, err := newMux(pat)
+			if err != nil {
+				return nil, fmt.Errorf("httplimit: config: rule %q: %w", r.Name, err)
+			}
+			k = len(m.matchers)
+			patterns[pat] = k
+			m.matchers = append(m.matchers, matcher{mux: mux})
+		}
+		m.matchers[k].mask |= 1 << i
+	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("httplimit: %w", err)
+	}
+	m.met = met
+	for chunk := range slices.Chunk(m.rules, allowance.MaxRules) {
+		rs := make([]allowance.Rule, len(chunk))
+		for i, r := range chunk {
+			rs[i] = r.Rule
+		}
+		lim, err := allowance.NewLimiter(m.store, rs...)
+		if err != nil {
+			return nil, fmt.Errorf("httplimit: config: %w", err)
+		}
+		m.peekers = append(m.peekers, lim)
+	}
+	empty := map[uint64]*ruleSet{}
+	m.sets.Store(&empty)
+	return m, nil
+}
+
+// newMux returns a ServeMux holding only pattern, or the error ServeMux's
+// panic describes when the pattern is not valid.
+func newMux(pattern string) (mux *http.ServeMux, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("match %q: %v", pattern, p)
+		}
+	}()
+	mux = http.NewServeMux()
+	mux.Handle(pattern, matched{})
+	return mux, nil
+}
+
+// match returns the rules that match r, as bits.
+func (m *Middleware) match(r *http.Request) uint64 {
+	var mask uint64
+	for i := range m.matchers {
+		if h, _ := m.matchers[i].mux.Handler(r); h != nil {
+			if _, ok := h.(matched); ok {
+				mask |= m.matchers[i].mask
+			}
+		}
+	}
+	return mask
+}
+
+// Rules returns the names of the rules that match r, in configuration order.
+func (m *Middleware) Rules(r *http.Request) []string {
+	var out []string
+	mask := m.match(r)
+	for i, rule := range m.rules {
+		if mask&(1<<i) != 0 {
+			out = append(out, rule.Name)
+		}
+	}
+	return out
+}
+
+// Handler returns next wrapped by the middleware. Requests that match no
+// rule go to next unchanged.
+func (m *Middleware) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.serve(w, r, next)
+	})
+}
+
+// storeCtx bounds a store call by the middleware's timeout.
+func (m *Middleware) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if m.timeout < 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, m.timeout)
+}
+
+func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	mask := m.match(r)
+	if mask == 0 {
+		next.ServeHTTP(w, r)
+		return
+	}
+	set, err := m.set(mask)
+	if err != nil {
+		m.log.ErrorContext(r.Context(), "rate limit: rules cannot be checked together", "error", err)
+		writeProblem(w, r, problem{Status: http.StatusInternalServerError, Detail: "The rate limits of this request are misconfigured."})
+		return
+	}
+	id, err := m.key(r)
+	if err != nil {
+		m.log.DebugContext(r.Context(), "rate limit: no valid identity", "error", err)
+		writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: "The request's identity could not be read: " + err.Error()})
+		return
+	}
+	if id == "" {
+		switch m.anon {
+		case RejectUnauthorized:
+			writeProblem(w, r, problem{Status: http.StatusUnauthorized, Detail: "This endpoint is rate limited per caller; the request does not say who the caller is."})
+			return
+		case RejectBadRequest:
+			writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: "This endpoint is rate limited per caller; the request does not say who the caller is."})
+			return
+		case LimitByIP:
+			ip, err := m.ipKey(r)
+			if err != nil {
+				writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: "The client's address could not be read: " + err.Error()})
+				return
+			}
+			id = "ip:" + ip
+		}
+	}
+
+	st := &state{Context: r.Context(), m: m, set: set}
+	ctx, cancel := m.storeCtx(r.Context())
+	var start time.Time
+	if m.met.timed {
+		start = time.Now()
+	}
+	st.d, err = set.lim.Check(ctx, id)
+	cancel()
+	if m.met.timed {
+		m.met.checkLatency.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		m.storeFailed(w, r, next, st, id, err)
+		return
+	}
+	h := w.Header()
+	if !st.d.Allowed {
+		set.count(ckDenied)
+		st.setHeaders(h, nil)
+		writeDenied(w, r, &st.d)
+		return
+	}
+	set.count(ckAllowed)
+	st.setHeaders(h, nil)
+	st.w.ResponseWriter, st.w.st = w, st
+	next.ServeHTTP(&st.w, r.WithContext(st))
+}
+
+// storeFailed applies the failure policy of the request's rules.
+func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next http.Handler, st *state, id string, err error) {
+	ctx := r.Context()
+	if ctx.Err() != nil {
+		// The client is gone; there is no one to answer.
+		return
+	}
+	uncertain := errors.Is(err, allowance.ErrUncertain)
+	if st.set.failOpen {
+		st.set.count(ckErrorOpen)
+		m.log.ErrorContext(ctx, "rate limit store failed; serving the request unlimited (fail open)",
+			"user", id, "rules", st.set.names, "error", err)
+		st.w.ResponseWriter, st.w.st = w, st
+		next.ServeHTTP(&st.w, r.WithContext(st))
+		return
+	}
+	st.set.count(ckErrorClosed)
+	m.log.ErrorContext(ctx, "rate limit store failed; answering 503 (fail closed)",
+		"user", id, "rules", st.set.names, "error", err)
+	if uncertain && st.d.Receipt.Len() > 0 {
+		// The charge may have been applied; void it so the 503 costs nothing.
+		rc := st.d.Receipt
+		go m.RefundReceipt(context.WithoutCancel(ctx), &rc, "check failed, request not served") //nolint:errcheck // logged by RefundReceipt
+	}
+	w.Header().Set("Retry-After", "1")
+	writeProblem(w, r, problem{Status: http.StatusServiceUnavailable, Detail: "The rate limiter is unavailable; try again shortly."})
+}
+
+// Peek reports identity's usage of every limit of every rule, without
+// charging, in configuration order: for an endpoint such as GET /v1/ratelimit.
+func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usage, error) {
+	var out []allowance.Usage
+	for _, lim := range m.peekers {
+		c, cancel := m.storeCtx(ctx)
+		var start time.Time
+		if m.met.timed {
+			start = time.Now()
+		}
+		u, err := lim.Peek(c, identity)
+		cancel()
+		if m.met.timed {
+			m.met.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("httplimit: peek %q: %w", identity, err)
+		}
+		out = append(out, u...)
+	}
+	return out, nil
+}

@@ -1,0 +1,185 @@
+package httplimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/allowancehq/allowance"
+)
+
+// ErrNotApplied is returned by Refund and RefundReceipt when there is
+// nothing to refund: the request matched no rule, was not charged (the store
+// failed and the rule fails open), or there is no middleware in front of it.
+var ErrNotApplied = errors.New("httplimit: no rate limit was applied to this request")
+
+// Charge is one limit charged for a request: the original design's entry of
+// applied_rate_limits_for_refund.
+type Charge struct {
+	UserID string // the identity charged
+	Rule   string // the rule's name, such as "create-task"
+	Limit  string // the limit, such as "5/minute"
+	Amount int64  // units charged
+}
+
+// Applied returns what the middleware charged for the request whose context
+// is ctx, one Charge per limit of every matched rule, or nil when nothing was
+// charged. It reports the charges also after they were refunded.
+func Applied(ctx context.Context) []Charge {
+	st := stateFrom(ctx)
+	if st == nil || st.d.Receipt.Len() == 0 || st.d.Receipt.Uncertain() {
+		return nil
+	}
+	r := &st.d.Receipt
+	out := make([]Charge, r.Len())
+	for i := range out {
+		c := r.Charge(i)
+		out[i] = Charge{UserID: r.Identity, Rule: c.Rule, Limit: c.Limit.String(), Amount: c.Amount}
+	}
+	return out
+}
+
+// ReceiptFrom returns the receipt of the request's charge, to be stored with
+// the work the request started and refunded later with
+// Middleware.RefundReceipt (by this process or another, through
+// Receipt.MarshalBinary). It reports false when nothing was charged. The
+// receipt must not be modified.
+func ReceiptFrom(ctx context.Context) (*allowance.Receipt, bool) {
+	st := stateFrom(ctx)
+	if st == nil || st.d.Receipt.Len() == 0 {
+		return nil, false
+	}
+	return &st.d.Receipt, true
+}
+
+// Refund gives back what the middleware charged for the request whose
+// context is ctx, because the server, not the client, is why it could not be
+// served (such as 409 Conflict). reason is logged.
+//
+// The store is asked at most once per request, however often and from
+// however many goroutines Refund is called: later calls wait for the first
+// and report every charge as allowance.AlreadyRefunded. A failed refund may
+// be retried. When called before the handler writes its status, the
+// response's rate-limit headers are rewritten to show the refunded budget.
+//
+// The refund is not cancelled with ctx (a client that hangs up does not stop
+// it) but is bounded by Config.Timeout. It is logged at DEBUG when it
+// succeeds, at WARN when it was declined by the rule's refund guard or there
+// was nothing to refund (ErrNotApplied), and at ERROR when the store failed;
+// the log has the user, rule, limit, amount, reason and receipt id.
+func Refund(ctx context.Context, reason string) (allowance.RefundResult, error) {
+	st := stateFrom(ctx)
+	if st == nil {
+		slog.Default().WarnContext(ctx, "rate limit refund asked for, but no rate limit middleware is in front of this request", "reason", reason)
+		return allowance.RefundResult{}, ErrNotApplied
+	}
+	return st.refund(ctx, reason, false)
+}
+
+func (st *state) refund(ctx context.Context, reason string, declarative bool) (allowance.RefundResult, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m, r := st.m, &st.d.Receipt
+	if r.Len() == 0 {
+		if !declarative {
+			m.log.WarnContext(ctx, "rate limit refund asked for, but no limit was applied to the request",
+				"reason", reason, "rules", st.set.names)
+		}
+		return allowance.RefundResult{}, ErrNotApplied
+	}
+	if st.refunded {
+		res := allowance.RefundResult{ReceiptID: r.ID, Charges: make([]allowance.ChargeOutcome, r.Len())}
+		for i := range res.Charges {
+			res.Charges[i] = allowance.ChargeOutcome{Charge: r.Charge(i), Outcome: allowance.AlreadyRefunded}
+		}
+		m.report(ctx, r, reason, res, nil)
+		return res, nil
+	}
+	res, err := m.refund(ctx, r, reason)
+	if err != nil {
+		return res, err
+	}
+	st.refunded = true
+	if st.d.Allowed && !st.wrote && st.w.ResponseWriter != nil {
+		restored := make([]int64, st.d.Len())
+		for i, c := range res.Charges {
+			if i < len(restored) && c.Outcome == allowance.Restored {
+				restored[i] = c.Restored
+			}
+		}
+		st.setHeaders(st.w.ResponseWriter.Header(), restored)
+	}
+	return res, nil
+}
+
+// RefundReceipt gives back what receipt charged, for refunds made after the
+// request: when the work it started failed in a worker, or was stuck. It
+// applies the refund guards of the configured rules of the receipt's rule
+// names, and logs and counts like Refund. A receipt is refunded at most once
+// by the store, however often this is called and by whichever process;
+// repeats report allowance.AlreadyRefunded. A nil or empty receipt returns
+// ErrNotApplied.
+func (m *Middleware) RefundReceipt(ctx context.Context, receipt *allowance.Receipt, reason string) (allowance.RefundResult, error) {
+	if receipt == nil || receipt.Len() == 0 {
+		m.log.WarnContext(ctx, "rate limit refund asked for an empty receipt", "reason", reason)
+		return allowance.RefundResult{}, ErrNotApplied
+	}
+	return m.refund(ctx, receipt, reason)
+}
+
+// refund asks the store, then logs and counts the outcome.
+func (m *Middleware) refund(ctx context.Context, r *allowance.Receipt, reason string) (allowance.RefundResult, error) {
+	var guards []allowance.Guard
+	for _, rule := range r.Rules() {
+		if g, ok := m.guards[rule.Name]; ok {
+			guards = append(guards, g)
+		}
+	}
+	c, cancel := m.storeCtx(context.WithoutCancel(ctx))
+	start := time.Now()
+	res, err := m.store.Refund(c, r, guards)
+	cancel()
+	if m.met.timed {
+		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
+	}
+	m.report(ctx, r, reason, res, err)
+	if err != nil {
+		return res, fmt.Errorf("httplimit: refund %s: %w", r.ID, err)
+	}
+	return res, nil
+}
+
+// report logs and counts a refund, one log line and count per charge.
+func (m *Middleware) report(ctx context.Context, r *allowance.Receipt, reason string, res allowance.RefundResult, err error) {
+	for i := range r.Len() {
+		c := r.Charge(i)
+		attrs := []slog.Attr{
+			slog.String("user", r.Identity),
+			slog.String("rule", c.Rule),
+			slog.String("limit", c.Limit.String()),
+			slog.Int64("amount", c.Amount),
+			slog.String("reason", reason),
+			slog.String("receipt", r.ID.String()),
+		}
+		if err != nil {
+			m.met.refunds.WithLabelValues(c.Rule, refundFailed).Inc()
+			m.log.LogAttrs(ctx, slog.LevelError, "rate limit refund failed", append(attrs, slog.String("error", err.Error()))...)
+			continue
+		}
+		o := allowance.Outcome(0)
+		var restored int64
+		if i < len(res.Charges) {
+			o, restored = res.Charges[i].Outcome, res.Charges[i].Restored
+		}
+		label := refundLabel(o)
+		m.met.refunds.WithLabelValues(c.Rule, label).Inc()
+		attrs = append(attrs, slog.String("outcome", label), slog.Int64("restored", restored))
+		if o == allowance.Declined {
+			m.log.LogAttrs(ctx, slog.LevelWarn, "rate limit refund declined: the rule's refund guard is exhausted", attrs...)
+			continue
+		}
+		m.log.LogAttrs(ctx, slog.LevelDebug, "rate limit refunded", attrs...)
+	}
+}

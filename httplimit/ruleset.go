@@ -1,0 +1,110 @@
+package httplimit
+
+import (
+	"fmt"
+	"math/bits"
+	"strconv"
+	"strings"
+
+	"github.com/allowancehq/allowance"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ruleSet is everything a request that matches exactly these rules needs,
+// computed once for the set: the Limiter that charges them in one check, the
+// constant header values, the refund statuses and the metric series.
+type ruleSet struct {
+	lim      *allowance.Limiter
+	names    []string
+	failOpen bool
+	refundOn statuses
+
+	// Per limit, in the order of the Decision's limit states.
+	items  []string   // policy item names, quoted: `"create-task"`
+	counts []int64    // limit counts
+	limit  [][]string // X-RateLimit-Limit values, each of length and capacity 1
+	policy []string   // the RateLimit-Policy value, length and capacity 1
+
+	checks [][len(checkOutcomes)]prometheus.Counter // per rule
+}
+
+// statuses is a set of HTTP statuses 0 to 1023.
+type statuses [16]uint64
+
+func (s *statuses) add(code int) { s[code>>6] |= 1 << (code & 63) }
+
+func (s *statuses) has(code int) bool {
+	return code >= 0 && code < 1024 && s[code>>6]&(1<<(code&63)) != 0
+}
+
+func (rs *ruleSet) count(outcome int) {
+	for _, c := range rs.checks {
+		c[outcome].Inc()
+	}
+}
+
+// set returns the ruleSet of the rules in mask, building it on first use.
+func (m *Middleware) set(mask uint64) (*ruleSet, error) {
+	if rs, ok := (*m.sets.Load())[mask]; ok {
+		return rs, nil
+	}
+	m.setsMu.Lock()
+	defer m.setsMu.Unlock()
+	old := *m.sets.Load()
+	if rs, ok := old[mask]; ok {
+		return rs, nil
+	}
+	rs, err := m.newRuleSet(mask)
+	if err != nil {
+		return nil, err
+	}
+	next := make(map[uint64]*ruleSet, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[mask] = rs
+	m.sets.Store(&next)
+	return rs, nil
+}
+
+func (m *Middleware) newRuleSet(mask uint64) (*ruleSet, error) {
+	rs := &ruleSet{failOpen: true}
+	var rules []allowance.Rule
+	for mask != 0 {
+		i := bits.TrailingZeros64(mask)
+		mask &^= 1 << i
+		r := m.rules[i]
+		rules = append(rules, r.Rule)
+		rs.names = append(rs.names, r.Name)
+		rs.failOpen = rs.failOpen && r.FailOpen
+		for _, s := range r.RefundOn {
+			rs.refundOn.add(s)
+		}
+		var c [len(checkOutcomes)]prometheus.Counter
+		for k, o := range checkOutcomes {
+			c[k] = m.met.checks.WithLabelValues(r.Name, o)
+		}
+		rs.checks = append(rs.checks, c)
+	}
+	lim, err := allowance.NewLimiter(m.store, rules...)
+	if err != nil {
+		return nil, fmt.Errorf("rules %s: %w", strings.Join(rs.names, ", "), err)
+	}
+	rs.lim = lim
+	var policy []string
+	for _, r := range rules {
+		for _, l := range r.Limits {
+			name := r.Name
+			if len(r.Limits) > 1 {
+				name += "/" + strconv.FormatInt(int64(l.Period.Seconds()), 10) + "s"
+			}
+			item := strconv.Quote(name) // rule names are plain ASCII, so Go quoting is SF quoting
+			rs.items = append(rs.items, item)
+			rs.counts = append(rs.counts, l.Count)
+			rs.limit = append(rs.limit, []string{strconv.FormatInt(l.Count, 10)})
+			policy = append(policy, item+";q="+strconv.FormatInt(l.Count, 10)+";w="+strconv.FormatInt(int64(l.Period.Seconds()), 10))
+		}
+	}
+	rs.policy = []string{strings.Join(policy, ", ")}
+	return rs, nil
+}

@@ -1,0 +1,150 @@
+package httplimit
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/allowancehq/allowance"
+)
+
+// stateKey finds a request's state in its context.
+type stateKey struct{}
+
+// state is one limited request: its decision, its response writer and its
+// refund. It is also the request's context (the parent's, plus Value for
+// stateKey), so that a request costs one allocation for all of it.
+type state struct {
+	context.Context
+	m   *Middleware
+	set *ruleSet
+	d   allowance.Decision
+	w   respWriter
+	hv  [3]string // backing store of the dynamic header values
+
+	mu       sync.Mutex // guards the fields below and the headers once the handler runs
+	wrote    bool       // the status was written: headers are gone
+	refunded bool
+}
+
+// Value returns the state for stateKey and otherwise asks the parent.
+func (st *state) Value(k any) any {
+	if _, ok := k.(stateKey); ok {
+		return st
+	}
+	return st.Context.Value(k)
+}
+
+func stateFrom(ctx context.Context) *state {
+	st, _ := ctx.Value(stateKey{}).(*state)
+	return st
+}
+
+// Header names, in canonical form so they go straight into the map.
+const (
+	hPolicy    = "Ratelimit-Policy"
+	hRateLimit = "Ratelimit"
+	hLimit     = "X-Ratelimit-Limit"
+	hRemaining = "X-Ratelimit-Remaining"
+	hReset     = "X-Ratelimit-Reset"
+)
+
+// ceilSeconds rounds d up to whole seconds, never below zero.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// setHeaders writes the rate-limit headers of the request's decision to h.
+// restored, when not nil, holds per limit the units a refund gave back: they
+// count as remaining again, and the most restrictive limit is chosen anew.
+// It allocates one string for all the values that change per request.
+func (st *state) setHeaders(h http.Header, restored []int64) {
+	set, d := st.set, &st.d
+	most := d.MostRestrictive()
+	if most < 0 {
+		return
+	}
+	var buf [256]byte
+	b := buf[:0]
+	mostRem, mostReset := d.Remaining, d.ResetAfter
+	for i := range d.Len() {
+		s := d.State(i)
+		rem := s.Remaining
+		if restored != nil {
+			rem = min(set.counts[i], rem+restored[i])
+			if i == 0 || rem < mostRem || rem == mostRem && s.ResetAfter > mostReset {
+				most, mostRem, mostReset = i, rem, s.ResetAfter
+			}
+		}
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, set.items[i]...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, rem, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(s.ResetAfter), 10)
+	}
+	n1 := len(b)
+	b = strconv.AppendInt(b, mostRem, 10)
+	n2 := len(b)
+	b = strconv.AppendInt(b, ceilSeconds(mostReset), 10)
+	v := string(b)
+	st.hv = [3]string{v[:n1], v[n1:n2], v[n2:]}
+	h[hPolicy] = set.policy
+	h[hRateLimit] = st.hv[0:1:1]
+	h[hLimit] = set.limit[most]
+	h[hRemaining] = st.hv[1:2:2]
+	h[hReset] = st.hv[2:3:3]
+}
+
+// respWriter is the handler's ResponseWriter: it refunds on the rules'
+// RefundOn statuses before the status goes out. Unwrap gives the wrapped
+// writer to http.ResponseController (hijack, deadlines, full duplex).
+type respWriter struct {
+	http.ResponseWriter
+	st *state
+}
+
+// WriteHeader refunds the request when code is one of its RefundOn
+// statuses, then writes code. Informational (1xx) statuses pass through.
+func (w *respWriter) WriteHeader(code int) {
+	st := w.st
+	if code >= 200 && !st.wrote {
+		if st.set.refundOn.has(code) && st.d.Receipt.Len() > 0 {
+			st.refund(context.WithoutCancel(st), "status "+strconv.Itoa(code), true) //nolint:errcheck // logged and counted by refund
+		}
+		st.mu.Lock()
+		st.wrote = true
+		st.mu.Unlock()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Write writes the status 200 first when the handler has not written one.
+func (w *respWriter) Write(b []byte) (int, error) {
+	if !w.st.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError flushes the wrapped writer, writing the status 200 first when
+// the handler has not written one. http.ResponseController.Flush calls it.
+func (w *respWriter) FlushError() error {
+	if !w.st.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for code that asserts http.Flusher; errors are lost.
+func (w *respWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap returns the wrapped ResponseWriter.
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
