@@ -363,7 +363,12 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	defer sh.mu.Unlock()
 	now := s.now().UnixMicro()
 
-	if _, done := sh.refunded[receipt.ID]; done {
+	_, done := sh.refunded[receipt.ID]
+	if !done && len(sh.voided) > 0 {
+		// A voided ID was refunded (as uncertain) before.
+		_, done = sh.voided[receipt.ID]
+	}
+	if done {
 		for i := range res.Charges {
 			res.Charges[i].Outcome = allowance.AlreadyRefunded
 		}
