@@ -1,0 +1,468 @@
+// Package pgstore keeps tasks and API keys in PostgreSQL through pgx
+// (github.com/jackc/pgx/v5, a pgxpool.Pool). Several taskd processes may
+// share one database: the partial unique index over active tasks gives each
+// user one active task across all of them, workers claim with
+// FOR UPDATE SKIP LOCKED so no task is claimed twice, and Migrate holds an
+// advisory lock so processes that start together migrate once.
+//
+// Inputs and outputs are jsonb: PostgreSQL stores JSON normalized (keys
+// sorted, whitespace and duplicate keys dropped), so they read back equal
+// in meaning, not byte for byte. Receipts are bytea and read back byte for
+// byte. Times are timestamptz, read back in UTC.
+//
+// Lease times come from the clock of the process that writes them (see
+// WithClock), so the clocks of processes sharing a database must agree to
+// well within a lease.
+package pgstore
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/allowancehq/allowance/tasks"
+	"github.com/allowancehq/allowance/tasks/internal/backend"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migrateLockKey is the pg_advisory_xact_lock key Migrate holds.
+const migrateLockKey int64 = 0x616c6c6f77616e63 // "allowanc"
+
+// createRetries bounds Create's attempts when the active task it
+// conflicted with ends before Create can name it.
+const createRetries = 5
+
+// Store is a tasks.Store in PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool  *pgxpool.Pool
+	owned bool // Close closes pool
+	now   func() time.Time
+}
+
+var _ tasks.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock makes the store read the time from now instead of time.Now
+// (tests use it to expire leases without waiting).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// Open connects to the database at url (postgres://user:pass@host:port/db?…,
+// any form pgxpool.ParseConfig accepts) and checks that it answers. It does
+// not migrate: call Migrate.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres task store: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres task store: %w", err)
+	}
+	s := New(pool, opts...)
+	s.owned = true
+	if err := s.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres task store: %w", err)
+	}
+	return s, nil
+}
+
+// New returns a Store on pool; Close then leaves pool open.
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Close closes the pool if Open made it.
+func (s *Store) Close() error {
+	if s.owned {
+		s.pool.Close()
+	}
+	return nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres task store: %w", err)
+	}
+	return nil
+}
+
+// Migrate applies the embedded migrations that schema_migrations does not
+// list yet, in one transaction that holds an advisory lock, so processes
+// that migrate at once wait for each other and apply each step once. It
+// fails when the database has a migration this program does not know.
+func (s *Store) Migrate(ctx context.Context) error {
+	ms, err := backend.Migrations(migrationFS, "migrations")
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+			return fmt.Errorf("take the migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     PRIMARY KEY,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		rows, _ := tx.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+		applied, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		if n := len(ms); len(applied) > 0 && (n == 0 || applied[len(applied)-1] > ms[n-1].Version) {
+			return fmt.Errorf("database schema version %d is newer than this program knows; upgrade the program", applied[len(applied)-1])
+		}
+		for _, m := range ms {
+			if _, ok := slices.BinarySearch(applied, m.Version); ok {
+				continue
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.Version, m.Name, s.now()); err != nil {
+				return fmt.Errorf("record %s: %w", m.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// columns of a task, in the order scanTask reads them.
+const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
+	attempts, lease_owner, lease_expires, receipt, refund_outcome`
+
+// Create stores a new queued task; see tasks.Store.
+func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	t, err := backend.NewTask(t, s.now())
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	for range createRetries {
+		var stored tasks.Task
+		stored, err = scanTask(s.pool.QueryRow(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
+			VALUES ($1, $2, $3, $4, 'queued', $5, $6)
+			ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING
+			RETURNING `+columns,
+			t.ID, t.UserID, t.Kind, string(t.Input), t.CreatedAt, t.Receipt))
+		if err == nil {
+			return stored, nil
+		}
+		if !errors.Is(err, tasks.ErrNotFound) {
+			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, err)
+		}
+		var active string
+		err = s.pool.QueryRow(ctx, `SELECT id FROM tasks WHERE user_id = $1 AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+		if err == nil {
+			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return tasks.Task{}, fmt.Errorf("create task for %s: find the active task: %w", t.UserID, err)
+		}
+		// The active task ended in between: try again.
+	}
+	return tasks.Task{}, fmt.Errorf("create task for %s: active tasks kept ending and starting; gave up after %d tries", t.UserID, createRetries)
+}
+
+// Get returns the user's task; see tasks.Store.
+func (s *Store) Get(ctx context.Context, userID, id string) (tasks.Task, error) {
+	t, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID))
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// List returns a page of the user's tasks, newest first; see tasks.Store.
+func (s *Store) List(ctx context.Context, userID string, o tasks.ListOptions) ([]tasks.Task, error) {
+	if err := backend.CheckList(userID, o); err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + columns + ` FROM tasks WHERE user_id = $1`
+	args := []any{userID}
+	if o.Status != "" {
+		args = append(args, string(o.Status))
+		q += fmt.Sprintf(` AND status = $%d`, len(args))
+	}
+	if o.Before != "" {
+		var seq int64
+		err := s.pool.QueryRow(ctx, `SELECT seq FROM tasks WHERE id = $1 AND user_id = $2`, o.Before, userID).Scan(&seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("list tasks of %s: cursor %q: %w", userID, o.Before, tasks.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list tasks of %s: cursor %q: %w", userID, o.Before, err)
+		}
+		args = append(args, seq)
+		q += fmt.Sprintf(` AND seq < $%d`, len(args))
+	}
+	args = append(args, o.PageLimit())
+	q += fmt.Sprintf(` ORDER BY seq DESC LIMIT $%d`, len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	ts := []tasks.Task{}
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tasks of %s: %w", userID, err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", userID, err)
+	}
+	return ts, nil
+}
+
+// Cancel cancels the user's active task; see tasks.Store.
+func (s *Store) Cancel(ctx context.Context, userID, id string) (tasks.Task, error) {
+	t, err := scanTask(s.pool.QueryRow(ctx, `UPDATE tasks
+		SET status = 'canceled', finished_at = $1, lease_owner = NULL, lease_expires = NULL
+		WHERE id = $2 AND user_id = $3 AND status IN ('queued', 'running')
+		RETURNING `+columns, backend.Time(s.now()), id, userID))
+	if err == nil {
+		return t, nil
+	}
+	if !errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	t, err = s.Get(ctx, userID, id)
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return t, fmt.Errorf("cancel task %s: task is %s: %w", id, t.Status, tasks.ErrNotActive)
+}
+
+// Claim moves the oldest queued task to running under owner's lease; see
+// tasks.Store.
+func (s *Store) Claim(ctx context.Context, owner string, lease time.Duration) (tasks.Task, bool, error) {
+	if err := backend.CheckLease("claim task", owner, lease); err != nil {
+		return tasks.Task{}, false, err
+	}
+	now := backend.Time(s.now())
+	t, err := scanTask(s.pool.QueryRow(ctx, `UPDATE tasks
+		SET status = 'running', attempts = attempts + 1, started_at = COALESCE(started_at, $1),
+			lease_owner = $2, lease_expires = $3
+		WHERE seq = (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, now, owner, now.Add(lease)))
+	if errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, false, nil
+	}
+	if err != nil {
+		return tasks.Task{}, false, fmt.Errorf("claim task: %w", err)
+	}
+	return t, true, nil
+}
+
+// Heartbeat renews owner's lease; see tasks.Store.
+func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Duration) error {
+	if err := backend.CheckLease("heartbeat task "+id, owner, lease); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET lease_expires = $1
+		WHERE id = $2 AND lease_owner = $3 AND status = 'running'`, backend.Time(s.now().Add(lease)), id, owner)
+	return leaseResult("heartbeat task "+id, tag, err)
+}
+
+// Finish ends owner's running task; see tasks.Store.
+func (s *Store) Finish(ctx context.Context, id, owner string, st tasks.Status, output json.RawMessage, errMsg string) (tasks.Task, error) {
+	out, err := backend.CheckFinish(id, owner, st, output)
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	var outArg any // NULL unless there is output
+	if out != nil {
+		outArg = string(out)
+	}
+	t, err := scanTask(s.pool.QueryRow(ctx, `UPDATE tasks
+		SET status = $1, output = $2, error = $3, finished_at = $4, lease_owner = NULL, lease_expires = NULL
+		WHERE id = $5 AND lease_owner = $6 AND status = 'running'
+		RETURNING `+columns, string(st), outArg, errMsg, backend.Time(s.now()), id, owner))
+	if err == nil {
+		return t, nil
+	}
+	if !errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, fmt.Errorf("finish task %s: %w", id, err)
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)`, id).Scan(&exists); err != nil {
+		return tasks.Task{}, fmt.Errorf("finish task %s: %w", id, err)
+	}
+	if !exists {
+		return tasks.Task{}, fmt.Errorf("finish task %s: %w", id, tasks.ErrNotFound)
+	}
+	return tasks.Task{}, fmt.Errorf("finish task %s: %w", id, tasks.ErrLeaseLost)
+}
+
+// Release hands owner's running task back to the queue; see tasks.Store.
+func (s *Store) Release(ctx context.Context, id, owner string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks
+		SET status = 'queued', lease_owner = NULL, lease_expires = NULL, attempts = GREATEST(attempts - 1, 0)
+		WHERE id = $1 AND lease_owner = $2 AND status = 'running'`, id, owner)
+	return leaseResult("release task "+id, tag, err)
+}
+
+// Reap ends expired leases; see tasks.Store.
+func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error) {
+	maxAttempts = max(maxAttempts, 1)
+	now := backend.Time(s.now())
+	var reaped []tasks.Task
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		reaped = nil
+		rows, _ := tx.Query(ctx, `SELECT id, attempts FROM tasks
+			WHERE status = 'running' AND lease_expires < $1 ORDER BY seq FOR UPDATE SKIP LOCKED`, now)
+		type expired struct {
+			ID       string
+			Attempts int
+		}
+		es, err := pgx.CollectRows(rows, pgx.RowToStructByPos[expired])
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			var t tasks.Task
+			if e.Attempts >= maxAttempts {
+				t, err = scanTask(tx.QueryRow(ctx, `UPDATE tasks
+					SET status = 'stuck', error = $1, finished_at = $2, lease_owner = NULL, lease_expires = NULL
+					WHERE id = $3 RETURNING `+columns, backend.StuckError(e.Attempts), now, e.ID))
+			} else {
+				t, err = scanTask(tx.QueryRow(ctx, `UPDATE tasks
+					SET status = 'queued', lease_owner = NULL, lease_expires = NULL
+					WHERE id = $1 RETURNING `+columns, e.ID))
+			}
+			if err != nil {
+				return fmt.Errorf("task %s: %w", e.ID, err)
+			}
+			reaped = append(reaped, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reap expired leases: %w", err)
+	}
+	return reaped, nil
+}
+
+// SetRefundOutcome records a refund's outcome; see tasks.Store.
+func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET refund_outcome = $1 WHERE id = $2`, outcome, id)
+	if err != nil {
+		return fmt.Errorf("set refund outcome of task %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("set refund outcome of task %s: %w", id, tasks.ErrNotFound)
+	}
+	return nil
+}
+
+// CreateAPIKey stores a key hash for userID; see tasks.Store.
+func (s *Store) CreateAPIKey(ctx context.Context, userID string, keyHash []byte) error {
+	if err := backend.CheckAPIKey(userID, keyHash); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (key_hash, user_id, created_at) VALUES ($1, $2, $3)`,
+		keyHash, userID, backend.Time(s.now()))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return fmt.Errorf("create api key for %s: an api key with this hash exists", userID)
+	}
+	if err != nil {
+		return fmt.Errorf("create api key for %s: %w", userID, err)
+	}
+	return nil
+}
+
+// UserByAPIKey returns the user of a key hash; see tasks.Store.
+func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
+	var user string
+	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = $1`, keyHash).Scan(&user)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("api key: %w", tasks.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("api key: %w", err)
+	}
+	return user, nil
+}
+
+func leaseResult(what string, tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", what, tasks.ErrLeaseLost)
+	}
+	return nil
+}
+
+// scanTask reads one task; no row is tasks.ErrNotFound.
+func scanTask(row pgx.Row) (tasks.Task, error) {
+	var (
+		t                               tasks.Task
+		input, output                   []byte
+		status                          string
+		leaseOwner                      *string
+		started, finished, leaseExpires *time.Time
+	)
+	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &t.CreatedAt, &started, &finished,
+		&t.Attempts, &leaseOwner, &leaseExpires, &t.Receipt, &t.RefundOutcome)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return tasks.Task{}, tasks.ErrNotFound
+	}
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("read task: %w", err)
+	}
+	t.Input = input
+	t.Status = tasks.Status(status)
+	if output != nil {
+		t.Output = output
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	t.StartedAt, t.FinishedAt, t.LeaseExpires = utc(started), utc(finished), utc(leaseExpires)
+	if leaseOwner != nil {
+		t.LeaseOwner = *leaseOwner
+	}
+	if len(t.Receipt) == 0 {
+		t.Receipt = nil
+	}
+	return t, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

@@ -1,0 +1,587 @@
+// Package sqlitestore keeps tasks and API keys in SQLite through the pure-Go
+// driver modernc.org/sqlite (no cgo). It is taskd's embedded default.
+//
+// The database runs in WAL mode with a busy timeout, so readers never block
+// the writer and other processes (say `taskd keys create` beside a running
+// server) wait for the write lock instead of failing. All writes of a Store
+// go through one connection and start with BEGIN IMMEDIATE, so claims and
+// creates are serialized and race-free; reads use a small pool of their own.
+//
+// Times are stored as Unix microseconds (UTC), JSON as TEXT, receipts as
+// BLOB. The schema comes from embedded migrations recorded in the table
+// schema_migrations; see Store.Migrate.
+//
+// The path ":memory:" opens a private in-memory database on a single
+// connection (reads and writes share it): for tests and trials only; it is
+// gone when the Store is closed, and other processes cannot see it.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/allowancehq/allowance/tasks"
+	"github.com/allowancehq/allowance/tasks/internal/backend"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// busyTimeout is how long a statement waits for another connection's or
+// process's write lock before it fails with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// readConns is the size of the read pool of a file database.
+const readConns = 4
+
+// Store is a tasks.Store in SQLite. It is safe for concurrent use.
+type Store struct {
+	w   *sql.DB // one connection: every write
+	r   *sql.DB // reads; w itself for ":memory:"
+	now func() time.Time
+}
+
+var _ tasks.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock makes the store read the time from now instead of time.Now
+// (tests use it to expire leases without waiting).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// Open opens (creating it if needed) the SQLite database at path, or a
+// private in-memory database for ":memory:", and checks that it answers.
+// It does not migrate: call Migrate. A path must not contain '?'.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open sqlite task store: empty path")
+	}
+	if strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("open sqlite task store %q: a path must not contain '?'", path)
+	}
+	s := &Store{now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_txlock=immediate", busyTimeout.Milliseconds())
+	if path == ":memory:" {
+		db, err := sql.Open("sqlite", path+"?"+pragmas)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite task store %s: %w", path, err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
+		s.w, s.r = db, db
+	} else {
+		pragmas += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+		w, err := sql.Open("sqlite", path+"?"+pragmas)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite task store %s: %w", path, err)
+		}
+		w.SetMaxOpenConns(1)
+		r, err := sql.Open("sqlite", path+"?"+pragmas+"&_pragma=query_only(1)")
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("open sqlite task store %s: %w", path, err)
+		}
+		r.SetMaxOpenConns(readConns)
+		s.w, s.r = w, r
+	}
+	// The writer first: it sets WAL mode, which the readers then find.
+	if err := s.w.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite task store %s: %w", path, err)
+	}
+	if err := s.r.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite task store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	err := s.w.Close()
+	if s.r != s.w {
+		err = errors.Join(err, s.r.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("close sqlite task store: %w", err)
+	}
+	return nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping sqlite task store: %w", err)
+	}
+	return nil
+}
+
+// Migrate applies the embedded migrations that schema_migrations does not
+// list yet, each in the same IMMEDIATE transaction as its record, so two
+// processes migrating at once apply each step once. It fails when the
+// database has a migration this program does not know (a newer program
+// migrated it).
+func (s *Store) Migrate(ctx context.Context) error {
+	ms, err := backend.Migrations(migrationFS, "migrations")
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, "migrate", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			name       TEXT    NOT NULL,
+			applied_at INTEGER NOT NULL)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		applied, err := appliedVersions(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if n := len(ms); len(applied) > 0 && (n == 0 || applied[len(applied)-1] > ms[n-1].Version) {
+			return fmt.Errorf("database schema version %d is newer than this program knows; upgrade the program", applied[len(applied)-1])
+		}
+		for _, m := range ms {
+			if _, ok := slices.BinarySearch(applied, m.Version); ok {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.Version, m.Name, micros(s.now())); err != nil {
+				return fmt.Errorf("record %s: %w", m.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func appliedVersions(ctx context.Context, tx *sql.Tx) ([]int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	var vs []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", err)
+		}
+		vs = append(vs, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	return vs, nil
+}
+
+// columns of a task, in the order scanTask reads them.
+const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
+	attempts, lease_owner, lease_expires, receipt, refund_outcome`
+
+// Create stores a new queued task; see tasks.Store.
+func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	t, err := backend.NewTask(t, s.now())
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	err = s.write(ctx, "create task for "+t.UserID, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
+			VALUES (?, ?, ?, ?, 'queued', ?, ?)
+			ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING`,
+			t.ID, t.UserID, t.Kind, string(t.Input), micros(t.CreatedAt), blob(t.Receipt))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var active string
+		err = tx.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+		if err != nil {
+			return fmt.Errorf("find the active task: %w", err)
+		}
+		return &tasks.ActiveTaskError{ActiveID: active}
+	})
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	return t, nil
+}
+
+// Get returns the user's task; see tasks.Store.
+func (s *Store) Get(ctx context.Context, userID, id string) (tasks.Task, error) {
+	t, err := scanTask(s.r.QueryRowContext(ctx, `SELECT `+columns+` FROM tasks WHERE id = ? AND user_id = ?`, id, userID))
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// List returns a page of the user's tasks, newest first; see tasks.Store.
+func (s *Store) List(ctx context.Context, userID string, o tasks.ListOptions) ([]tasks.Task, error) {
+	if err := backend.CheckList(userID, o); err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + columns + ` FROM tasks WHERE user_id = ?`
+	args := []any{userID}
+	if o.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, string(o.Status))
+	}
+	if o.Before != "" {
+		var seq int64
+		err := s.r.QueryRowContext(ctx, `SELECT seq FROM tasks WHERE id = ? AND user_id = ?`, o.Before, userID).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("list tasks of %s: cursor %q: %w", userID, o.Before, tasks.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list tasks of %s: cursor %q: %w", userID, o.Before, err)
+		}
+		q += ` AND seq < ?`
+		args = append(args, seq)
+	}
+	q += ` ORDER BY seq DESC LIMIT ?`
+	args = append(args, o.PageLimit())
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", userID, err)
+	}
+	ts, err := scanTasks(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", userID, err)
+	}
+	return ts, nil
+}
+
+// Cancel cancels the user's active task; see tasks.Store.
+func (s *Store) Cancel(ctx context.Context, userID, id string) (tasks.Task, error) {
+	var t tasks.Task
+	err := s.write(ctx, "cancel task "+id, func(tx *sql.Tx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+			SET status = 'canceled', finished_at = ?, lease_owner = NULL, lease_expires = NULL
+			WHERE id = ? AND user_id = ? AND status IN ('queued', 'running')
+			RETURNING `+columns, micros(s.now()), id, userID))
+		if !errors.Is(err, tasks.ErrNotFound) {
+			return err
+		}
+		t, err = scanTask(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM tasks WHERE id = ? AND user_id = ?`, id, userID))
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("task is %s: %w", t.Status, tasks.ErrNotActive)
+	})
+	return t, err
+}
+
+// Claim moves the oldest queued task to running under owner's lease; see
+// tasks.Store.
+func (s *Store) Claim(ctx context.Context, owner string, lease time.Duration) (tasks.Task, bool, error) {
+	if err := backend.CheckLease("claim task", owner, lease); err != nil {
+		return tasks.Task{}, false, err
+	}
+	now := backend.Time(s.now())
+	var t tasks.Task
+	err := s.write(ctx, "claim task", func(tx *sql.Tx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+			SET status = 'running', attempts = attempts + 1, started_at = COALESCE(started_at, ?),
+				lease_owner = ?, lease_expires = ?
+			WHERE seq = (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1)
+			RETURNING `+columns, micros(now), owner, micros(now.Add(lease))))
+		return err
+	})
+	if errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, false, nil
+	}
+	if err != nil {
+		return tasks.Task{}, false, err
+	}
+	return t, true, nil
+}
+
+// Heartbeat renews owner's lease; see tasks.Store.
+func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Duration) error {
+	if err := backend.CheckLease("heartbeat task "+id, owner, lease); err != nil {
+		return err
+	}
+	return s.write(ctx, "heartbeat task "+id, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_expires = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'running'`, micros(s.now().Add(lease)), id, owner)
+		return leaseResult(res, err)
+	})
+}
+
+// Finish ends owner's running task; see tasks.Store.
+func (s *Store) Finish(ctx context.Context, id, owner string, st tasks.Status, output json.RawMessage, errMsg string) (tasks.Task, error) {
+	out, err := backend.CheckFinish(id, owner, st, output)
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	var t tasks.Task
+	err = s.write(ctx, "finish task "+id, func(tx *sql.Tx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+			SET status = ?, output = ?, error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL
+			WHERE id = ? AND lease_owner = ? AND status = 'running'
+			RETURNING `+columns, string(st), text(out), errMsg, micros(s.now()), id, owner))
+		if !errors.Is(err, tasks.ErrNotFound) {
+			return err
+		}
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM tasks WHERE id = ?`, id).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return tasks.ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		return tasks.ErrLeaseLost
+	})
+	return t, err
+}
+
+// Release hands owner's running task back to the queue; see tasks.Store.
+func (s *Store) Release(ctx context.Context, id, owner string) error {
+	return s.write(ctx, "release task "+id, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tasks
+			SET status = 'queued', lease_owner = NULL, lease_expires = NULL, attempts = MAX(attempts - 1, 0)
+			WHERE id = ? AND lease_owner = ? AND status = 'running'`, id, owner)
+		return leaseResult(res, err)
+	})
+}
+
+// Reap ends expired leases; see tasks.Store.
+func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error) {
+	maxAttempts = max(maxAttempts, 1)
+	now := micros(s.now())
+	var reaped []tasks.Task
+	err := s.write(ctx, "reap expired leases", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, attempts FROM tasks
+			WHERE status = 'running' AND lease_expires < ? ORDER BY seq`, now)
+		if err != nil {
+			return err
+		}
+		type expired struct {
+			id       string
+			attempts int
+		}
+		var es []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			es = append(es, e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range es {
+			var t tasks.Task
+			if e.attempts >= maxAttempts {
+				t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+					SET status = 'stuck', error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL
+					WHERE id = ? RETURNING `+columns, backend.StuckError(e.attempts), now, e.id))
+			} else {
+				t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+					SET status = 'queued', lease_owner = NULL, lease_expires = NULL
+					WHERE id = ? RETURNING `+columns, e.id))
+			}
+			if err != nil {
+				return fmt.Errorf("task %s: %w", e.id, err)
+			}
+			reaped = append(reaped, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return reaped, nil
+}
+
+// SetRefundOutcome records a refund's outcome; see tasks.Store.
+func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error {
+	return s.write(ctx, "set refund outcome of task "+id, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET refund_outcome = ? WHERE id = ?`, outcome, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return tasks.ErrNotFound
+		}
+		return nil
+	})
+}
+
+// CreateAPIKey stores a key hash for userID; see tasks.Store.
+func (s *Store) CreateAPIKey(ctx context.Context, userID string, keyHash []byte) error {
+	if err := backend.CheckAPIKey(userID, keyHash); err != nil {
+		return err
+	}
+	return s.write(ctx, "create api key for "+userID, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)`,
+			keyHash, userID, micros(s.now()))
+		if isUniqueViolation(err) {
+			return errors.New("an api key with this hash exists")
+		}
+		return err
+	})
+}
+
+// UserByAPIKey returns the user of a key hash; see tasks.Store.
+func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
+	var user string
+	err := s.r.QueryRowContext(ctx, `SELECT user_id FROM api_keys WHERE key_hash = ?`, keyHash).Scan(&user)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("api key: %w", tasks.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("api key: %w", err)
+	}
+	return user, nil
+}
+
+// write runs f in an IMMEDIATE transaction on the writer connection and
+// commits when f returns nil; errors are wrapped with what.
+func (s *Store) write(ctx context.Context, what string, f func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", what, err)
+	}
+	if err := f(tx); err != nil {
+		_ = tx.Rollback()
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
+}
+
+func leaseResult(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return tasks.ErrLeaseLost
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanTask reads one task; no row is tasks.ErrNotFound.
+func scanTask(row scanner) (tasks.Task, error) {
+	var (
+		t                               tasks.Task
+		input, status                   string
+		output, leaseOwner              sql.NullString
+		created                         int64
+		started, finished, leaseExpires sql.NullInt64
+		receipt                         []byte
+	)
+	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &created, &started, &finished,
+		&t.Attempts, &leaseOwner, &leaseExpires, &receipt, &t.RefundOutcome)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tasks.Task{}, tasks.ErrNotFound
+	}
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("read task: %w", err)
+	}
+	t.Input = json.RawMessage(input)
+	t.Status = tasks.Status(status)
+	if output.Valid {
+		t.Output = json.RawMessage(output.String)
+	}
+	t.CreatedAt = fromMicros(created)
+	t.StartedAt = optTime(started)
+	t.FinishedAt = optTime(finished)
+	t.LeaseOwner = leaseOwner.String
+	t.LeaseExpires = optTime(leaseExpires)
+	if len(receipt) > 0 {
+		t.Receipt = receipt
+	}
+	return t, nil
+}
+
+func scanTasks(rows *sql.Rows) ([]tasks.Task, error) {
+	defer rows.Close()
+	ts := []tasks.Task{}
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read tasks: %w", err)
+	}
+	return ts, nil
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func optTime(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMicros(v.Int64)
+	return &t
+}
+
+// blob binds b as a BLOB, or NULL when empty.
+func blob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// text binds JSON as TEXT, or NULL when empty.
+func text(b json.RawMessage) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
