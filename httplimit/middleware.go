@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -232,7 +233,19 @@ func newMux(pattern string) (mux *http.ServeMux, err error) {
 }
 
 // match returns the rules that match r, as bits.
+// A path that is not clean ("/v1/../v1/tasks") is matched in its clean form,
+// as the request a ServeMux would redirect it to; other routers may serve it
+// as is, and it must not escape its limits.
 func (m *Middleware) match(r *http.Request) uint64 {
+	if r.Method != http.MethodConnect {
+		if p := r.URL.Path; p != "" && cleanPath(p) != p {
+			r2 := *r
+			u := *r.URL
+			u.Path, u.RawPath = cleanPath(p), ""
+			r2.URL = &u
+			r = &r2
+		}
+	}
 	var mask uint64
 	for i := range m.matchers {
 		if h, _ := m.matchers[i].mux.Handler(r); h != nil {
@@ -385,4 +398,25 @@ func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usa
 		out = append(out, u...)
 	}
 	return out, nil
+}
+
+// cleanPath returns the canonical form of an URL path, as ServeMux computes
+// it: rooted, without "." and ".." elements or double slashes, keeping a
+// trailing slash. It does not allocate for a path that is already clean.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
+			np = p
+		} else {
+			np += "/"
+		}
+	}
+	return np
 }

@@ -1,0 +1,355 @@
+package httplimit
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// backend is a store under test and a way to take it down: after down,
+// every store call fails.
+type backend struct {
+	store allowance.Store
+	down  func()
+}
+
+type factory func(t *testing.T) backend
+
+func memBackend(t *testing.T) backend {
+	f := &failing{Store: newMemstore(t, newClock()), err: errDown}
+	return backend{store: f, down: func() { f.set(true, true) }}
+}
+
+// TestRefundsMemstore runs the refund scenarios over memstore; the
+// Redis tests run the same scenarios over a real redis-server.
+func TestRefundsMemstore(t *testing.T) { testRefunds(t, memBackend) }
+
+// env is a middleware over one backend with its logs and metrics.
+type env struct {
+	backend
+	m    *Middleware
+	logs *logs
+	reg  *prometheus.Registry
+}
+
+func newEnv(t *testing.T, f factory, rules ...Rule) *env {
+	e := &env{backend: f(t), logs: &logs{}, reg: prometheus.NewRegistry()}
+	e.m = mustNew(t, Config{Store: e.store, Rules: rules, Logger: e.logs.logger(), Registerer: e.reg, Timeout: 5 * time.Second})
+	return e
+}
+
+func (e *env) refunds(t *testing.T, rule, outcome string) float64 {
+	return counter(t, e.reg, "allowance_http_refunds_total", map[string]string{"rule": rule, "outcome": outcome})
+}
+
+func (e *env) used(t *testing.T, user string) int64 {
+	t.Helper()
+	u, err := e.m.Peek(t.Context(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u[0].Used
+}
+
+func createTask(t *testing.T, refundOn ...int) Rule {
+	r := rule(t, "create-task", "POST /v1/tasks", "5/day")
+	r.RefundOn = refundOn
+	return r
+}
+
+func testRefunds(t *testing.T, f factory) {
+	// The motivating case, declaratively: the rule refunds 409, and the 409
+	// response already shows the budget as it was before the request.
+	t.Run("declarative 409", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t, http.StatusConflict))
+		h := e.m.Handler(status(http.StatusConflict))
+		for range 3 {
+			w := do(h, "POST", "/v1/tasks", "alice")
+			if w.Code != 409 || w.Header().Get("X-RateLimit-Remaining") != "5" || w.Header().Get("RateLimit")[:len(`"create-task";r=5;`)] != `"create-task";r=5;` {
+				t.Fatalf("409: status %d, headers %v; want remaining 5", w.Code, w.Header())
+			}
+		}
+		if u := e.used(t, "alice"); u != 0 {
+			t.Fatalf("used %d after refunded 409s; want 0", u)
+		}
+		if n := e.refunds(t, "create-task", "restored"); n != 3 {
+			t.Errorf("restored refunds %v; want 3", n)
+		}
+		// A status not in RefundOn is charged.
+		w := do(e.m.Handler(status(http.StatusAccepted)), "POST", "/v1/tasks", "alice")
+		if w.Header().Get("X-RateLimit-Remaining") != "4" || e.used(t, "alice") != 1 {
+			t.Fatalf("202: remaining %q used %d; want 4 and 1", w.Header().Get("X-RateLimit-Remaining"), e.used(t, "alice"))
+		}
+		// A handler that only writes a body has status 200: not refunded here.
+		hw := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
+		if w := do(hw, "POST", "/v1/tasks", "alice"); w.Code != 200 || e.used(t, "alice") != 2 {
+			t.Fatalf("body only: status %d used %d", w.Code, e.used(t, "alice"))
+		}
+	})
+
+	// The motivating case, explicitly, as the original design's endpoint
+	// does it: look at what was applied, refund, answer 409.
+	t.Run("explicit refund", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t))
+		var applied []Charge
+		var results []allowance.RefundResult
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			applied = Applied(r.Context())
+			for range 2 {
+				res, err := Refund(r.Context(), "active task exists")
+				if err != nil {
+					t.Errorf("Refund: %v", err)
+				}
+				results = append(results, res)
+			}
+			w.WriteHeader(http.StatusConflict)
+		}))
+		w := do(h, "POST", "/v1/tasks", "alice")
+		if w.Code != 409 || w.Header().Get("X-RateLimit-Remaining") != "5" {
+			t.Fatalf("status %d remaining %q; want 409 and 5", w.Code, w.Header().Get("X-RateLimit-Remaining"))
+		}
+		want := []Charge{{UserID: "alice", Rule: "create-task", Limit: "5/day", Amount: 1}}
+		if len(applied) != 1 || applied[0] != want[0] {
+			t.Fatalf("Applied = %+v; want %+v", applied, want)
+		}
+		if results[0].Outcome() != allowance.Restored || results[1].Outcome() != allowance.AlreadyRefunded {
+			t.Fatalf("outcomes %v, %v; want restored, already_refunded", results[0].Outcome(), results[1].Outcome())
+		}
+		if u := e.used(t, "alice"); u != 0 {
+			t.Fatalf("used %d; want 0", u)
+		}
+		recs := e.logs.records(t, "rate limit refunded")
+		if len(recs) != 2 {
+			t.Fatalf("%d refund logs; want 2: %s", len(recs), e.logs.buf.String())
+		}
+		r := recs[0]
+		for k, v := range map[string]any{"level": "DEBUG", "user": "alice", "rule": "create-task", "limit": "5/day", "amount": 1.0, "reason": "active task exists", "outcome": "restored"} {
+			if r[k] != v {
+				t.Errorf("log %s = %v; want %v", k, r[k], v)
+			}
+		}
+		if id, _ := r["receipt"].(string); len(id) != 32 {
+			t.Errorf("log receipt = %v; want a receipt id", r["receipt"])
+		}
+		if recs[1]["outcome"] != "duplicate" || e.refunds(t, "create-task", "duplicate") != 1 {
+			t.Errorf("second refund: log %v, duplicate count %v", recs[1], e.refunds(t, "create-task", "duplicate"))
+		}
+	})
+
+	// Many goroutines refunding one request reach the store once.
+	t.Run("concurrent refunds of one request", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t))
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Go(func() {
+					if _, err := Refund(r.Context(), "conflict"); err != nil {
+						t.Errorf("Refund: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			w.WriteHeader(http.StatusConflict)
+		}))
+		if w := do(h, "POST", "/v1/tasks", "alice"); w.Header().Get("X-RateLimit-Remaining") != "5" {
+			t.Fatalf("remaining %q; want 5", w.Header().Get("X-RateLimit-Remaining"))
+		}
+		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "duplicate"); r != 1 || d != 19 {
+			t.Fatalf("restored %v duplicate %v; want 1 and 19", r, d)
+		}
+	})
+
+	// Concurrent 409s of one user: every one is refunded, none is lost, and
+	// the user ends with the whole budget.
+	t.Run("concurrent 409s", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t, http.StatusConflict))
+		h := e.m.Handler(status(http.StatusConflict))
+		const n = 50
+		codes := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { codes[i] = do(h, "POST", "/v1/tasks", "alice").Code })
+		}
+		wg.Wait()
+		conflicts := 0
+		for _, c := range codes {
+			switch c {
+			case 409:
+				conflicts++
+			case 429:
+			default:
+				t.Fatalf("status %d; want 409 or 429", c)
+			}
+		}
+		if conflicts < 5 {
+			t.Errorf("%d of %d requests got through; want at least the budget of 5", conflicts, n)
+		}
+		if got := e.refunds(t, "create-task", "restored"); got != float64(conflicts) {
+			t.Errorf("restored %v; want %d (one per 409)", got, conflicts)
+		}
+		if u := e.used(t, "alice"); u != 0 {
+			t.Fatalf("used %d; want 0", u)
+		}
+	})
+
+	// A refund that fails does not change the handler's response, and is
+	// logged at ERROR with everything needed to fix it by hand.
+	t.Run("refund fails", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t, http.StatusConflict))
+		var refundErr error
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.down()
+			_, refundErr = Refund(r.Context(), "active task exists")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"status":409}`))
+		}))
+		w := do(h, "POST", "/v1/tasks", "alice")
+		if w.Code != 409 || w.Body.String() != `{"status":409}` {
+			t.Fatalf("status %d body %q; want the handler's 409", w.Code, w.Body)
+		}
+		if refundErr == nil {
+			t.Fatal("Refund with the store down: no error")
+		}
+		if got := w.Header().Get("X-RateLimit-Remaining"); got != "4" {
+			t.Errorf("remaining %q; want 4 (the refund failed)", got)
+		}
+		// Explicit, then declarative on 409: two failed attempts.
+		recs := e.logs.records(t, "rate limit refund failed")
+		if len(recs) != 2 {
+			t.Fatalf("%d ERROR logs; want 2: %s", len(recs), e.logs.buf.String())
+		}
+		for k, v := range map[string]any{"level": "ERROR", "user": "alice", "rule": "create-task", "limit": "5/day", "amount": 1.0, "reason": "active task exists"} {
+			if recs[0][k] != v {
+				t.Errorf("log %s = %v; want %v", k, recs[0][k], v)
+			}
+		}
+		if recs[1]["reason"] != "status 409" {
+			t.Errorf("declarative refund log reason %v", recs[1]["reason"])
+		}
+		if e.refunds(t, "create-task", "failed") != 2 {
+			t.Errorf("failed refunds %v; want 2", e.refunds(t, "create-task", "failed"))
+		}
+	})
+
+	t.Run("fail open", func(t *testing.T) {
+		r := createTask(t, http.StatusConflict)
+		r.FailOpen = true
+		e := newEnv(t, f, r)
+		e.down()
+		var refundErr error
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, refundErr = Refund(r.Context(), "conflict")
+			w.WriteHeader(http.StatusConflict)
+		}))
+		w := do(h, "POST", "/v1/tasks", "alice")
+		if w.Code != 409 || w.Header().Get("RateLimit") != "" {
+			t.Fatalf("status %d RateLimit %q; want the handler's 409 without rate-limit headers", w.Code, w.Header().Get("RateLimit"))
+		}
+		if counter(t, e.reg, "allowance_http_checks_total", map[string]string{"outcome": "error_open"}) != 1 {
+			t.Error("error_open not counted")
+		}
+		// Nothing was charged (unless the store's answer was lost: then the
+		// refund voids it and fails too, as the store is down).
+		if refundErr == nil {
+			t.Error("Refund after a failed check: no error")
+		}
+	})
+
+	t.Run("fail closed", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t))
+		e.down()
+		called := false
+		w := do(e.m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true })), "POST", "/v1/tasks", "alice")
+		if w.Code != 503 || called || w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("status %d, handler called %v; want 503 problem without calling the handler", w.Code, called)
+		}
+		if len(e.logs.records(t, "rate limit store failed; answering 503 (fail closed)")) != 1 {
+			t.Errorf("not logged: %s", e.logs.buf.String())
+		}
+	})
+
+	// A task carries its receipt; when its worker fails, another process
+	// refunds it later.
+	t.Run("refund receipt later", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t))
+		var saved []byte
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc, ok := ReceiptFrom(r.Context())
+			if !ok {
+				t.Error("no receipt")
+				return
+			}
+			saved, _ = rc.MarshalBinary()
+			w.WriteHeader(http.StatusAccepted)
+		}))
+		do(h, "POST", "/v1/tasks", "alice")
+		var rc allowance.Receipt
+		if err := rc.UnmarshalBinary(saved); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.m.RefundReceipt(context.Background(), &rc, "worker failed")
+		if err != nil || res.Outcome() != allowance.Restored {
+			t.Fatalf("RefundReceipt: %v, %v; want restored", res.Outcome(), err)
+		}
+		res, err = e.m.RefundReceipt(context.Background(), &rc, "worker failed")
+		if err != nil || res.Outcome() != allowance.AlreadyRefunded {
+			t.Fatalf("second RefundReceipt: %v, %v; want already refunded", res.Outcome(), err)
+		}
+		if e.used(t, "alice") != 0 {
+			t.Fatalf("used %d", e.used(t, "alice"))
+		}
+	})
+
+	// The refund guard bounds refunds per user; past it, a refund is
+	// declined and logged at WARN.
+	t.Run("refund guard", func(t *testing.T) {
+		r := createTask(t, http.StatusConflict)
+		r.RefundGuard = allowance.Limit{Count: 2, Period: 24 * time.Hour}
+		e := newEnv(t, f, r)
+		h := e.m.Handler(status(http.StatusConflict))
+		var remaining []string
+		for range 3 {
+			remaining = append(remaining, do(h, "POST", "/v1/tasks", "alice").Header().Get("X-RateLimit-Remaining"))
+		}
+		if remaining[0] != "5" || remaining[1] != "5" || remaining[2] != "4" {
+			t.Fatalf("remaining %q; want 5, 5, 4", remaining)
+		}
+		recs := e.logs.records(t, "rate limit refund declined: the rule's refund guard is exhausted")
+		if len(recs) != 1 || recs[0]["level"] != "WARN" || e.refunds(t, "create-task", "declined") != 1 {
+			t.Fatalf("declined: logs %v count %v", recs, e.refunds(t, "create-task", "declined"))
+		}
+	})
+}
+
+// Refund with nothing applied reports ErrNotApplied and logs a warning.
+func TestRefundNothingApplied(t *testing.T) {
+	_, err := Refund(context.Background(), "conflict")
+	if !errors.Is(err, ErrNotApplied) {
+		t.Fatalf("Refund without middleware: %v; want ErrNotApplied", err)
+	}
+	st := &failing{Store: newMemstore(t, newClock()), err: errDown}
+	st.set(true, false)
+	var l logs
+	r := rule(t, "r", "/", "5/minute")
+	r.FailOpen = true
+	m := mustNew(t, Config{Store: st, Rules: []Rule{r}, Logger: l.logger()})
+	do(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := Refund(r.Context(), "conflict"); !errors.Is(err, ErrNotApplied) {
+			t.Errorf("Refund after fail-open: %v; want ErrNotApplied", err)
+		}
+		if _, ok := ReceiptFrom(r.Context()); ok {
+			t.Error("ReceiptFrom after fail-open: ok")
+		}
+	})), "GET", "/", "alice")
+	recs := l.records(t, "rate limit refund asked for, but no limit was applied to the request")
+	if len(recs) != 1 || recs[0]["level"] != "WARN" || recs[0]["reason"] != "conflict" {
+		t.Fatalf("logs: %s", l.buf.String())
+	}
+}
