@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// errHelp is returned when -h asked for a command's usage: exit status 0.
+var errHelp = errors.New("help requested")
+
+// DefaultDB is the task database when neither -db nor TASKD_DB is given: a
+// SQLite file in the working directory.
+const DefaultDB = "sqlite:taskd.db"
+
+// envName returns the environment variable of flag name: TASKD_ and the
+// name in upper case, '-' as '_'.
+func envName(name string) string {
+	return "TASKD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// parseFlags parses args into fs after setting every flag whose environment
+// variable is set, so that the command line wins over the environment. A bad
+// value, in either place, is a usageError naming where it came from.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = usagef("%s %s: environment variable %s=%q: %v", progName, fs.Name(), envName(f.Name), v, err)
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	// The flag package prints the error and the usage itself.
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage of %s %s:\n", progName, fs.Name())
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nEach flag can also be set by its environment variable, such as %s.\n", envName("db"))
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usagef("%s %s: %v", progName, fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s %s: unexpected argument %q; every option is a flag (see -h)", progName, fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+const progName = "taskd"
+
+// logFlags are the logging flags every command has.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.format, "log-format", "text", "log format on stderr: text or json")
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error (refunds are logged at debug)")
+}
+
+// logger returns the logger the flags ask for, writing to w.
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, usagef("-log-level %q: expected debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(l.format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("-log-format %q: expected text or json", l.format)
+}

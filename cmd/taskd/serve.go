@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/internal/api"
+	"github.com/allowancehq/allowance/internal/auth"
+	"github.com/allowancehq/allowance/internal/config"
+	"github.com/allowancehq/allowance/memstore"
+	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/tasks"
+	"github.com/allowancehq/allowance/tasks/taskdb"
+)
+
+// DefaultWorkers is the size of the worker pool when -workers is not given.
+const DefaultWorkers = 4
+
+type serveFlags struct {
+	addr         string
+	config       string
+	db           string
+	redis        string
+	redisCluster string
+	workers      int
+	log          logFlags
+}
+
+func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on, host:port (port 0 picks a free one)")
+	fs.StringVar(&f.config, "config", "", "YAML configuration file (rules and server settings); built-in defaults when empty")
+	fs.StringVar(&f.db, "db", DefaultDB, `task database: "sqlite:PATH" or "postgres://user:pass@host:port/db?sslmode=disable"`)
+	fs.StringVar(&f.redis, "redis", "", "Redis node for the rate limits, redis://[user:pass@]host:port/db; empty (and no -redis-cluster): in-memory limits")
+	fs.StringVar(&f.redisCluster, "redis-cluster", "", "seed nodes of a Redis Cluster for the rate limits, host:port,host:port,...")
+	fs.IntVar(&f.workers, "workers", DefaultWorkers, "task workers in this process; 0 runs none (an API-only replica)")
+	f.log.register(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return f, err
+	}
+	switch {
+	case f.workers < 0:
+		return f, usagef("taskd serve: -workers %d: expected 0 or more", f.workers)
+	case f.redis != "" && f.redisCluster != "":
+		return f, usagef("taskd serve: -redis and -redis-cluster are both set; expected at most one")
+	case f.db == "":
+		return f, usagef(`taskd serve: -db is empty; expected "sqlite:PATH" or "postgres://…"`)
+	}
+	if _, _, err := net.SplitHostPort(f.addr); err != nil {
+		return f, usagef("taskd serve: -addr %q: expected host:port, such as 127.0.0.1:8080", f.addr)
+	}
+	if f.redisCluster != "" {
+		for _, a := range strings.Split(f.redisCluster, ",") {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(a)); err != nil {
+				return f, usagef("taskd serve: -redis-cluster %q: node %q: expected host:port", f.redisCluster, a)
+			}
+		}
+	}
+	if f.redis != "" && !strings.HasPrefix(f.redis, "redis://") && !strings.HasPrefix(f.redis, "rediss://") {
+		return f, usagef("taskd serve: -redis %q: expected a URL redis://host:port/db", f.redis)
+	}
+	return f, nil
+}
+
+// serve runs the API server until ctx is done, then shuts down gracefully.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := f.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return usageError{err}
+		}
+		return usageError{fmt.Errorf("-config: %w", err)}
+	}
+
+	store, err := openTasks(ctx, f.db)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	limits, ready, closeLimits, err := openLimits(ctx, f)
+	if err != nil {
+		return err
+	}
+	defer closeLimits()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	rules := make([]httplimit.Rule, len(cfg.Rules))
+	var conflict []string
+	for i, r := range cfg.Rules {
+		rules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen}
+		if r.RefundsOn(config.Conflict) {
+			conflict = append(conflict, r.Name)
+		}
+	}
+	mw, err := httplimit.New(httplimit.Config{
+		Store:      limits,
+		Rules:      rules,
+		Key:        httplimit.FromContext(auth.UserFrom),
+		Logger:     log,
+		Registerer: registry,
+		Timeout:    cfg.Server.CheckTimeout,
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("rate limit rules: %w", err)}
+	}
+
+	var pool *tasks.Pool
+	opts := api.Options{
+		Store:          store,
+		Limiter:        mw,
+		ConflictRefund: conflict,
+		Registry:       registry,
+		Ready:          ready,
+		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
+		Logger:         log,
+	}
+	if f.workers > 0 {
+		pool = tasks.NewPool(store, tasks.Kinds(), f.workers, log,
+			tasks.WithLease(cfg.Server.Lease),
+			tasks.WithGracePeriod(cfg.Server.ShutdownTimeout),
+			tasks.WithOnFinish(finishRefunder(store, mw, cfg.Rules, log)),
+		)
+		opts.Workers = pool
+	}
+	srv, err := api.New(opts)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.addr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	limitsName := "memory"
+	switch {
+	case f.redis != "":
+		limitsName = "redis"
+	case f.redisCluster != "":
+		limitsName = "redis-cluster"
+	}
+	log.Info("taskd listening", "addr", ln.Addr().String(), "db", dbKind(f.db), "limits", limitsName, "workers", f.workers, "rules", len(cfg.Rules))
+
+	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPool()
+	poolDone := make(chan struct{})
+	go func() {
+		defer close(poolDone)
+		if pool != nil {
+			_ = pool.Run(poolCtx) // returns nil after a stop; it cannot already be running
+		}
+	}()
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	select {
+	case err = <-served:
+		err = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down: no new requests; running tasks get the shutdown timeout to finish", "timeout", cfg.Server.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+		if serr := hs.Shutdown(sctx); serr != nil {
+			log.Warn("HTTP shutdown did not finish in time; closing connections", "err", serr)
+			_ = hs.Close()
+		}
+		cancel()
+	}
+	stopPool()
+	<-poolDone
+	log.Info("taskd stopped")
+	return err
+}
+
+// openTasks opens and migrates the task database.
+func openTasks(ctx context.Context, dsn string) (tasks.Store, error) {
+	store, err := taskdb.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open task database: %w", err)
+	}
+	if err := store.Migrate(ctx); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("migrate task database: %w", err)
+	}
+	return store, nil
+}
+
+func dbKind(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// openLimits opens the rate-limit store the flags name, with its readiness
+// check (none for the memory store) and a function that closes it.
+func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check, func(), error) {
+	switch {
+	case f.redis != "":
+		s, err := redisstore.Open(ctx, f.redis)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("open Redis limits store: %w", err)
+		}
+		return s, []api.Check{{Name: "limits", Ping: s.Ping}}, func() { _ = s.Close() }, nil
+	case f.redisCluster != "":
+		var addrs []string
+		for _, a := range strings.Split(f.redisCluster, ",") {
+			addrs = append(addrs, strings.TrimSpace(a))
+		}
+		s, err := redisstore.OpenCluster(ctx, addrs)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("open Redis Cluster limits store: %w", err)
+		}
+		return s, []api.Check{{Name: "limits", Ping: s.Ping}}, func() { _ = s.Close() }, nil
+	}
+	s := memstore.New()
+	return s, nil, func() { _ = s.Close() }, nil
+}
+
+// finishRefunder returns the worker pool's OnFinish hook: it refunds the
+// receipt of a task that failed in its worker (refund_on: worker_failure) or
+// got stuck (refund_on: stuck), when a rule the receipt charged asks for it,
+// and records the outcome with the task.
+func finishRefunder(store tasks.Store, mw *httplimit.Middleware, rules []config.Rule, log *slog.Logger) func(context.Context, tasks.Task) {
+	byName := make(map[string]config.Rule, len(rules))
+	for _, r := range rules {
+		byName[r.Name] = r
+	}
+	return func(ctx context.Context, t tasks.Task) {
+		var reason config.RefundReason
+		switch t.Status {
+		case tasks.StatusFailed:
+			reason = config.WorkerFailure
+		case tasks.StatusStuck:
+			reason = config.Stuck
+		default:
+			return
+		}
+		if len(t.Receipt) == 0 {
+			return
+		}
+		var rc allowance.Receipt
+		if err := rc.UnmarshalBinary(t.Receipt); err != nil {
+			log.ErrorContext(ctx, "decode the task's rate limit receipt; no refund", "task_id", t.ID, "err", err)
+			return
+		}
+		wanted := false
+		for _, r := range rc.Rules() {
+			if byName[r.Name].RefundsOn(reason) {
+				wanted = true
+			}
+		}
+		if !wanted {
+			return
+		}
+		res, err := mw.RefundReceipt(ctx, &rc, string(reason))
+		if err != nil {
+			return // logged by httplimit
+		}
+		if err := store.SetRefundOutcome(ctx, t.ID, res.Outcome().String()); err != nil {
+			log.ErrorContext(ctx, "record refund outcome", "task_id", t.ID, "err", err)
+		}
+		log.InfoContext(ctx, "task refunded", "task_id", t.ID, "user", t.UserID, "reason", reason, "outcome", res.Outcome().String())
+	}
+}

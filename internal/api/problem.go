@@ -1,0 +1,75 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// Problem is an RFC 9457 problem details object, the body of every error
+// response (Content-Type application/problem+json). Type is a URI naming the
+// kind of problem (relative to the API, such as "/problems/active-task"),
+// or "about:blank" when the status says it all; Title is that kind's fixed
+// summary and Detail what went wrong with this request.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	// ActiveTaskID is set on 409 answers to POST /v1/tasks: the id of the
+	// user's queued or running task.
+	ActiveTaskID string `json:"active_task_id,omitempty"`
+	// TaskStatus is set on 409 answers to a cancel: the task's final state.
+	TaskStatus string `json:"task_status,omitempty"`
+}
+
+// Problem types of taskd. Others are about:blank.
+const (
+	typeActiveTask   = "/problems/active-task"
+	typeNotActive    = "/problems/task-not-active"
+	typeInvalidInput = "/problems/invalid-request"
+)
+
+// writeProblem answers with p. An empty Type becomes about:blank and an
+// empty Title the status's text.
+func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	if p.Type == "" {
+		p.Type = "about:blank"
+	}
+	if p.Title == "" {
+		p.Title = http.StatusText(p.Status)
+	}
+	p.Instance = r.URL.Path
+	b, _ := json.Marshal(p) // strings and an int: cannot fail
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// problemf answers with an about:blank problem of status and detail.
+func problemf(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	writeProblem(w, r, Problem{Status: status, Detail: detail})
+}
+
+// badRequest answers 400 with a detail saying what is wrong with the request.
+func badRequest(w http.ResponseWriter, r *http.Request, detail string) {
+	writeProblem(w, r, Problem{Type: typeInvalidInput, Title: "Invalid request", Status: http.StatusBadRequest, Detail: detail})
+}
+
+// writeJSON answers status with v as JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,341 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/tasks"
+)
+
+// submitRequest is the body of POST /v1/tasks.
+type submitRequest struct {
+	Kind  string          `json:"kind"`
+	Input json.RawMessage `json:"input"`
+}
+
+const submitShape = `a JSON object like {"kind": "sleep", "input": {"seconds": 30}}`
+
+// decodeJSON decodes the body of r into v strictly: one JSON object, no
+// unknown fields, at most maxBody bytes. It answers the error itself and
+// reports false.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// One value only: anything after it but spaces is an error.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errTrailing
+			var mbe *http.MaxBytesError
+			if errors.As(terr, &mbe) {
+				err = terr
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		mbe  *http.MaxBytesError
+		syn  *json.SyntaxError
+		typ  *json.UnmarshalTypeError
+		what string
+	)
+	switch {
+	case errors.As(err, &mbe):
+		problemf(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", mbe.Limit))
+		return false
+	case errors.Is(err, io.EOF):
+		what = "The request body is empty; expected " + submitShape + "."
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		what = "Malformed JSON: the body ends in the middle of a value; expected " + submitShape + "."
+	case errors.As(err, &syn):
+		what = fmt.Sprintf("Malformed JSON at byte %d: %s; expected %s.", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "), submitShape)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			what = fmt.Sprintf("The body is a JSON %s; expected %s.", typ.Value, submitShape)
+		} else {
+			what = fmt.Sprintf("Field %q is a JSON %s; expected a %s.", typ.Field, typ.Value, jsonKind(typ.Type.String()))
+		}
+	case errors.Is(err, errTrailing):
+		what = "The body has data after its JSON object; expected exactly one JSON object."
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		what = fmt.Sprintf("Unknown field %s; expected only \"kind\" and \"input\".", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	default:
+		what = "Cannot read the request body: " + err.Error() + "."
+	}
+	badRequest(w, r, what)
+	return false
+}
+
+var errTrailing = errors.New("data after the JSON value")
+
+func jsonKind(goType string) string {
+	switch goType {
+	case "string":
+		return "string"
+	case "json.RawMessage":
+		return "JSON value"
+	}
+	return goType
+}
+
+// createTask is POST /v1/tasks.
+func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
+	var req submitRequest
+	if !s.decodeJSON(w, r, &req) {
+		s.submits.WithLabelValues("invalid").Inc()
+		return
+	}
+	if req.Kind == "" {
+		s.submits.WithLabelValues("invalid").Inc()
+		badRequest(w, r, `Field "kind" is missing; expected a task kind such as "sleep" or "echo".`)
+		return
+	}
+	if err := tasks.ValidateInput(req.Kind, req.Input); err != nil {
+		s.submits.WithLabelValues("invalid").Inc()
+		badRequest(w, r, upperFirst(err.Error())+".")
+		return
+	}
+	t := tasks.Task{UserID: user(r), Kind: req.Kind, Input: req.Input}
+	if rc, ok := httplimit.ReceiptFrom(r.Context()); ok {
+		b, err := rc.MarshalBinary()
+		if err != nil {
+			// The task is still worth running; only a later refund is lost.
+			s.log.ErrorContext(r.Context(), "encode rate limit receipt; the task will have none", "err", err)
+		} else {
+			t.Receipt = b
+		}
+	}
+	created, err := s.store.Create(r.Context(), t)
+	var active *tasks.ActiveTaskError
+	switch {
+	case errors.As(err, &active):
+		s.submits.WithLabelValues("conflict").Inc()
+		s.conflict409(w, r, active.ActiveID)
+		return
+	case err != nil:
+		s.submits.WithLabelValues("error").Inc()
+		s.log.ErrorContext(r.Context(), "create task", "user", t.UserID, "err", err)
+		problemf(w, r, http.StatusServiceUnavailable, "Cannot store the task now; try again shortly.")
+		return
+	}
+	s.submits.WithLabelValues("accepted").Inc()
+	if s.workers != nil {
+		s.workers.Notify()
+	}
+	w.Header().Set("Location", "/v1/tasks/"+created.ID)
+	writeJSON(w, http.StatusAccepted, created)
+}
+
+// conflict409 answers a submit of a user who has the active task activeID:
+// it refunds the request's charge when a charged rule says so, then writes
+// the 409, whose rate-limit headers then show the refunded budget.
+func (s *Server) conflict409(w http.ResponseWriter, r *http.Request, activeID string) {
+	ctx := r.Context()
+	log := s.log.With("user", user(r), "active_task_id", activeID)
+	refunded := false
+	if s.refundsConflict(r) {
+		res, err := httplimit.Refund(ctx, "conflict")
+		switch {
+		case errors.Is(err, httplimit.ErrNotApplied):
+			// Logged at WARN by httplimit: nothing was charged.
+		case err != nil:
+			// Logged at ERROR by httplimit; the 409 stands.
+			log.LogAttrs(ctx, slog.LevelWarn, "task submit conflicts with an active task; refund failed, the attempt stays charged", slog.String("err", err.Error()))
+		default:
+			refunded = res.Restored()
+			log.LogAttrs(ctx, slog.LevelInfo, "task submit conflicts with an active task; attempt refunded", slog.String("refund", res.Outcome().String()))
+		}
+	} else {
+		log.InfoContext(ctx, "task submit conflicts with an active task; no rule refunds conflicts")
+	}
+	detail := fmt.Sprintf("Task %s is still queued or running; wait for it to finish or cancel it (POST /v1/tasks/%s/cancel).", activeID, activeID)
+	if refunded {
+		detail += " This attempt did not count against your rate limit."
+	}
+	writeProblem(w, r, Problem{
+		Type:         typeActiveTask,
+		Title:        "User has an active task",
+		Status:       http.StatusConflict,
+		Detail:       detail,
+		ActiveTaskID: activeID,
+	})
+}
+
+// refundsConflict reports whether a rule the request was charged for lists
+// conflict in its refund_on.
+func (s *Server) refundsConflict(r *http.Request) bool {
+	for _, c := range httplimit.Applied(r.Context()) {
+		if slices.Contains(s.conflict, c.Rule) {
+			return true
+		}
+	}
+	return false
+}
+
+// getTask is GET /v1/tasks/{id}.
+func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !tasks.ValidID(id) {
+		taskNotFound(w, r, id)
+		return
+	}
+	t, err := s.store.Get(r.Context(), user(r), id)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		taskNotFound(w, r, id)
+	case err != nil:
+		s.storeFailed(w, r, "get task", err)
+	default:
+		writeJSON(w, http.StatusOK, t)
+	}
+}
+
+func taskNotFound(w http.ResponseWriter, r *http.Request, id string) {
+	problemf(w, r, http.StatusNotFound, fmt.Sprintf("You have no task %q.", id))
+}
+
+func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.ErrorContext(r.Context(), what, "user", user(r), "err", err)
+	problemf(w, r, http.StatusServiceUnavailable, "The task store is unavailable; try again shortly.")
+}
+
+// taskList is the body of GET /v1/tasks.
+type taskList struct {
+	Tasks []tasks.Task `json:"tasks"`
+	// NextBefore, when set, is the before= value of the next page.
+	NextBefore string `json:"next_before,omitempty"`
+}
+
+// listTasks is GET /v1/tasks?status=&limit=&before=.
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "status" && k != "limit" && k != "before" {
+			badRequest(w, r, fmt.Sprintf("Unknown query parameter %q; expected status, limit or before.", k))
+			return
+		}
+	}
+	var o tasks.ListOptions
+	if v := q.Get("status"); v != "" {
+		st, err := tasks.ParseStatus(v)
+		if err != nil {
+			badRequest(w, r, "Query parameter "+err.Error()+".")
+			return
+		}
+		o.Status = st
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > tasks.MaxListLimit {
+			badRequest(w, r, fmt.Sprintf("Query parameter limit %q: expected a whole number from 1 to %d.", v, tasks.MaxListLimit))
+			return
+		}
+		o.Limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		if !tasks.ValidID(v) {
+			badRequest(w, r, fmt.Sprintf("Query parameter before %q: expected a task id such as the next_before of the previous page.", v))
+			return
+		}
+		o.Before = v
+	}
+	list, err := s.store.List(r.Context(), user(r), o)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		badRequest(w, r, fmt.Sprintf("Query parameter before %q: you have no such task.", o.Before))
+		return
+	case err != nil:
+		s.storeFailed(w, r, "list tasks", err)
+		return
+	}
+	out := taskList{Tasks: list}
+	if out.Tasks == nil {
+		out.Tasks = []tasks.Task{}
+	}
+	if len(list) == o.PageLimit() {
+		out.NextBefore = list[len(list)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// cancelTask is POST /v1/tasks/{id}/cancel.
+func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !tasks.ValidID(id) {
+		taskNotFound(w, r, id)
+		return
+	}
+	t, err := s.store.Cancel(r.Context(), user(r), id)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		taskNotFound(w, r, id)
+	case errors.Is(err, tasks.ErrNotActive):
+		writeProblem(w, r, Problem{
+			Type:       typeNotActive,
+			Title:      "Task is not active",
+			Status:     http.StatusConflict,
+			Detail:     fmt.Sprintf("Task %s is already %s; only queued or running tasks can be canceled.", id, t.Status),
+			TaskStatus: string(t.Status),
+		})
+	case err != nil:
+		s.storeFailed(w, r, "cancel task", err)
+	default:
+		if s.workers != nil {
+			s.workers.Cancel(id)
+		}
+		s.log.InfoContext(r.Context(), "task canceled", "user", t.UserID, "task_id", id)
+		writeJSON(w, http.StatusOK, t)
+	}
+}
+
+// usage is one limit's entry in GET /v1/ratelimit.
+type usage struct {
+	Rule      string `json:"rule"`
+	Limit     string `json:"limit"`
+	Algorithm string `json:"algorithm"`
+	Used      int64  `json:"used"`
+	Remaining int64  `json:"remaining"`
+	// ResetSeconds is how long until the usage would be zero, rounded up.
+	ResetSeconds int64 `json:"reset_seconds"`
+}
+
+// rateLimit is GET /v1/ratelimit: the caller's usage of every limit, without
+// charging anything beyond this request's own charge.
+func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request) {
+	us, err := s.limiter.Peek(r.Context(), user(r))
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "peek rate limits", "user", user(r), "err", err)
+		problemf(w, r, http.StatusServiceUnavailable, "The rate limiter is unavailable; try again shortly.")
+		return
+	}
+	out := make([]usage, len(us))
+	for i, u := range us {
+		out[i] = usage{
+			Rule:         u.Rule,
+			Limit:        u.Limit.String(),
+			Algorithm:    u.Algorithm.String(),
+			Used:         u.Used,
+			Remaining:    u.Remaining,
+			ResetSeconds: int64((u.ResetAfter + 999_999_999) / 1_000_000_000),
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": user(r), "limits": out})
+}
+
+// upperFirst capitalises an error text to start a sentence.
+func upperFirst(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
+}
