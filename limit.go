@@ -126,14 +126,7 @@ func parseLimit(input, s string) (Limit, error) {
 	for k < len(rest) && rest[k] >= '0' && rest[k] <= '9' {
 		k++
 	}
-	mult := int64(1)
-	if k > 0 {
-		m, err := parseCount(rest[:k])
-		if err != nil {
-			return fail("period multiplier %q: %v", rest[:k], err)
-		}
-		mult = m
-	} else if rest[0] == '-' || rest[0] == '+' {
+	if k == 0 && (rest[0] == '-' || rest[0] == '+') {
 		return fail("period multiplier in %q must be a positive whole number", rest)
 	}
 	name := strings.TrimSpace(rest[k:])
@@ -144,8 +137,16 @@ func parseLimit(input, s string) (Limit, error) {
 		}
 		return fail("unknown time unit %q; expected second, minute, hour, day, month or year (or s, m, min, h, d)", name)
 	}
-	if mult > int64(MaxPeriod/u) {
-		return fail("period %s %s is longer than the maximum of 10 years", rest[:k], name)
+	mult := int64(1)
+	if k > 0 {
+		m, err := strconv.ParseInt(rest[:k], 10, 64)
+		switch {
+		case err != nil || m > int64(MaxPeriod/u):
+			return fail("period %s %s is longer than the maximum of 10 years", rest[:k], name)
+		case m == 0:
+			return fail("period multiplier %q must be at least 1", rest[:k])
+		}
+		mult = m
 	}
 	l := Limit{Count: n, Period: time.Duration(mult) * u}
 	if err := l.Validate(); err != nil {

@@ -1,0 +1,172 @@
+package allowance_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/memstore"
+)
+
+// failingStore fails every call with err, recording the requests it saw.
+type failingStore struct {
+	err      error
+	requests []allowance.Request
+}
+
+func (s *failingStore) Charge(_ context.Context, req allowance.Request) (allowance.Decision, error) {
+	s.requests = append(s.requests, req)
+	return allowance.Decision{}, s.err
+}
+
+func (s *failingStore) Refund(context.Context, *allowance.Receipt, []allowance.Guard) (allowance.RefundResult, error) {
+	return allowance.RefundResult{}, s.err
+}
+
+func (s *failingStore) Peek(context.Context, string, []allowance.Rule) ([]allowance.Usage, error) {
+	return nil, s.err
+}
+
+func (s *failingStore) Reset(context.Context, string, []allowance.Rule) error { return s.err }
+
+var taskRule = allowance.Rule{Name: "create-task", Limits: allowance.Limits{{Count: 3, Period: time.Minute}, {Count: 20, Period: 24 * time.Hour}}}
+
+func TestLimiterUncertain(t *testing.T) {
+	ctx := context.Background()
+	store := &failingStore{err: fmt.Errorf("redis: read timeout: %w", allowance.ErrUncertain)}
+	lim, err := allowance.NewLimiter(store, taskRule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := lim.Check(ctx, "alice")
+	if !errors.Is(err, allowance.ErrUncertain) {
+		t.Fatalf("Check error %v, want ErrUncertain", err)
+	}
+	if d.Allowed {
+		t.Fatal("an uncertain check is allowed")
+	}
+	r := d.Receipt
+	if !r.Uncertain() || r.ID != store.requests[0].ID || r.Identity != "alice" || r.Len() != 2 {
+		t.Fatalf("receipt uncertain=%v id=%v identity=%q len=%d; want an uncertain receipt of the request", r.Uncertain(), r.ID, r.Identity, r.Len())
+	}
+	if c := r.Charge(1); c.Rule != "create-task" || c.Limit != taskRule.Limits[1] || c.Amount != 1 {
+		t.Fatalf("charge 1 = %+v", c)
+	}
+	if _, err := lim.Refund(ctx, &r); !errors.Is(err, allowance.ErrUncertain) || !strings.Contains(err.Error(), r.ID.String()) {
+		t.Fatalf("Refund error %v; want the store's error with the receipt id", err)
+	}
+
+	// Any other store error leaves no receipt.
+	store.err = errors.New("connection refused")
+	d, err = lim.Check(ctx, "alice")
+	if err == nil || d.Receipt.Len() != 0 || d.Receipt.Uncertain() {
+		t.Fatalf("Check = %v with %d charges, want an error and no receipt", err, d.Receipt.Len())
+	}
+	if _, err := lim.Peek(ctx, "alice"); err == nil || !strings.HasPrefix(err.Error(), "peek: ") {
+		t.Fatalf("Peek error %v", err)
+	}
+	if err := lim.Reset(ctx, "alice"); err == nil || !strings.HasPrefix(err.Error(), "reset: ") {
+		t.Fatalf("Reset error %v", err)
+	}
+}
+
+func TestLimiterNoIdentity(t *testing.T) {
+	ctx := context.Background()
+	store := &failingStore{}
+	lim, err := allowance.NewLimiter(store, taskRule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.Check(ctx, ""); !errors.Is(err, allowance.ErrNoIdentity) {
+		t.Errorf("Check: %v", err)
+	}
+	if _, err := lim.Peek(ctx, ""); !errors.Is(err, allowance.ErrNoIdentity) {
+		t.Errorf("Peek: %v", err)
+	}
+	if err := lim.Reset(ctx, ""); !errors.Is(err, allowance.ErrNoIdentity) {
+		t.Errorf("Reset: %v", err)
+	}
+	if len(store.requests) != 0 {
+		t.Error("the store was called without an identity")
+	}
+	if res, err := lim.Refund(ctx, nil); err != nil || len(res.Charges) != 0 {
+		t.Errorf("Refund(nil) = %+v, %v", res, err)
+	}
+	if res, err := lim.Refund(ctx, &allowance.Receipt{}); err != nil || len(res.Charges) != 0 {
+		t.Errorf("Refund(zero) = %+v, %v", res, err)
+	}
+}
+
+func TestNewLimiter(t *testing.T) {
+	if _, err := allowance.NewLimiter(nil, taskRule); err == nil {
+		t.Error("nil store accepted")
+	}
+	if _, err := allowance.NewLimiter(&failingStore{}); err == nil || !strings.Contains(err.Error(), "no rules") {
+		t.Errorf("no rules: %v", err)
+	}
+	if _, err := allowance.NewLimiter(&failingStore{}, allowance.Rule{Name: "r"}); err == nil || !strings.HasPrefix(err.Error(), `new limiter: rule "r": no limits`) {
+		t.Errorf("bad rule: %v", err)
+	}
+	r := taskRule
+	r.Limits = append(allowance.Limits(nil), taskRule.Limits...)
+	lim, err := allowance.NewLimiter(&failingStore{}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Limits[0].Count = 99 // the limiter keeps its own copy
+	if got := lim.Rules()[0].Limits[0].Count; got != 3 {
+		t.Errorf("limiter's rule changed with the caller's slice: count %d", got)
+	}
+}
+
+// TestLimiterRefundGuard: the limiter passes its rules' guards to the store.
+func TestLimiterRefundGuard(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New(memstore.WithSweepInterval(0))
+	r := taskRule
+	r.RefundGuard = allowance.Limit{Count: 1, Period: time.Hour}
+	lim, err := allowance.NewLimiter(store, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := lim.Check(ctx, "alice")
+	d2, _ := lim.Check(ctx, "alice")
+	if res, err := lim.Refund(ctx, &d1.Receipt); err != nil || res.Outcome() != allowance.Restored {
+		t.Fatalf("first refund: %v %v", res.Outcome(), err)
+	}
+	if res, err := lim.Refund(ctx, &d2.Receipt); err != nil || res.Outcome() != allowance.Declined {
+		t.Fatalf("second refund: %v %v; want declined", res.Outcome(), err)
+	}
+}
+
+// TestCheckAllocations: a check of up to four limits against memstore does
+// not allocate, once the identity is known.
+func TestCheckAllocations(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New(memstore.WithSweepInterval(0))
+	lim, err := allowance.NewLimiter(store, allowance.Rule{Name: "r", Limits: allowance.Limits{{Count: 1_000_000_000, Period: time.Hour}}, Algorithm: allowance.GCRA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range allowance.Algorithms() {
+		if alg == allowance.SlidingLog {
+			continue // one log entry a charge
+		}
+		lim, err = allowance.NewLimiter(store, allowance.Rule{Name: "r", Limits: allowance.Limits{{Count: 1_000_000_000, Period: time.Hour}, {Count: 1_000_000_000, Period: 24 * time.Hour}}, Algorithm: alg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim.Check(ctx, "alice")
+		if n := testing.AllocsPerRun(100, func() {
+			if d, err := lim.Check(ctx, "alice"); err != nil || !d.Allowed {
+				t.Fatal(d.Allowed, err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: %v allocations a check, want 0", alg, n)
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package allowance_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/memstore"
+)
+
+// realReceipts returns receipts of real checks against a memstore: every
+// algorithm, several rules and limits, costs, and an uncertain one.
+func realReceipts(tb testing.TB) []allowance.Receipt {
+	tb.Helper()
+	store := memstore.New(memstore.WithSweepInterval(0))
+	rules := []allowance.Rule{
+		{Name: "create-task", Limits: allowance.Limits{{Count: 3, Period: time.Minute}, {Count: 20, Period: 24 * time.Hour}}, Algorithm: allowance.SlidingWindow},
+		{Name: "burst", Limits: allowance.Limits{{Count: 100, Period: time.Second}}, Algorithm: allowance.GCRA, Cost: 7},
+		{Name: "log", Limits: allowance.Limits{{Count: 5, Period: time.Hour}}, Algorithm: allowance.SlidingLog},
+		{Name: "fixed", Limits: allowance.Limits{{Count: 1_000_000_000, Period: 3650 * 24 * time.Hour}}, Algorithm: allowance.FixedWindow, Cost: 1_000_000},
+	}
+	var out []allowance.Receipt
+	for i := range rules {
+		lim, err := allowance.NewLimiter(store, rules[:i+1]...)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d, err := lim.Check(context.Background(), strings.Repeat("ü", i)+"alice")
+		if err != nil || !d.Allowed {
+			tb.Fatalf("check: %v %v", d.Allowed, err)
+		}
+		out = append(out, d.Receipt)
+	}
+	out = append(out, allowance.UncertainReceipt(allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: rules}))
+	return out
+}
+
+func TestReceiptRoundTrip(t *testing.T) {
+	for _, r := range realReceipts(t) {
+		b, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got allowance.Receipt
+		if err := got.UnmarshalBinary(b); err != nil {
+			t.Fatalf("decode %x: %v", b, err)
+		}
+		if got.ID != r.ID || got.Identity != r.Identity || got.Uncertain() != r.Uncertain() || !slices.Equal(got.Charges(), r.Charges()) {
+			t.Fatalf("decoded %v %q %v %+v; want %v %q %v %+v", got.ID, got.Identity, got.Uncertain(), got.Charges(), r.ID, r.Identity, r.Uncertain(), r.Charges())
+		}
+		if len(got.Rules()) != len(r.Rules()) {
+			t.Fatalf("decoded %d rules, want %d", len(got.Rules()), len(r.Rules()))
+		}
+		again, err := got.MarshalBinary()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("re-encoded %x, %v; want %x", again, err, b)
+		}
+		if !r.Expiry(time.Unix(0, 0)).Equal(got.Expiry(time.Unix(0, 0))) {
+			t.Fatalf("expiry changed in the round trip")
+		}
+	}
+}
+
+func TestReceiptDecodeErrors(t *testing.T) {
+	good, err := realReceipts(t)[1].MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(f func(b []byte) []byte) []byte { return f(slices.Clone(good)) }
+	tests := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"empty", nil, "truncated before the version"},
+		{"version", mutate(func(b []byte) []byte { b[0] = 2; return b }), "unknown version 2"},
+		{"flags", mutate(func(b []byte) []byte { b[1] = 2; return b }), "unknown flags"},
+		{"truncated id", good[:10], "truncated in the receipt id"},
+		{"trailing", append(slices.Clone(good), 0), "1 unexpected bytes"},
+		{"truncated", good[:len(good)-1], "truncated"},
+		{"non-minimal varint", mutate(func(b []byte) []byte {
+			// identity length 6 ("üalice" is 7 bytes): rewrite as 0x87 0x00
+			return slices.Concat(b[:18], []byte{0x80 | b[18], 0x00}, b[19:])
+		}), "non-minimal varint in the identity length"},
+		{"no charges", slices.Concat(good[:18], []byte{0, 0}), "no charges"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := realReceipts(t)[0]
+			before := r
+			err := r.UnmarshalBinary(tc.in)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "decode receipt: ") {
+				t.Fatalf("UnmarshalBinary = %v, want an error saying %q", err, tc.want)
+			}
+			if r.ID != before.ID || !slices.Equal(r.Charges(), before.Charges()) {
+				t.Fatal("a failed decode changed the receipt")
+			}
+		})
+	}
+}
+
+func TestNewReceiptErrors(t *testing.T) {
+	id := allowance.NewReceiptID()
+	c := allowance.Charge{Rule: "r", Limit: allowance.Limit{Count: 5, Period: time.Minute}, Algorithm: allowance.FixedWindow, Amount: 1, Window: 60_000_000}
+	with := func(f func(*allowance.Charge)) allowance.Charge { x := c; f(&x); return x }
+	tests := []struct {
+		name    string
+		charges []allowance.Charge
+		want    string
+	}{
+		{"none", nil, "no charges"},
+		{"bad rule", []allowance.Charge{with(func(x *allowance.Charge) { x.Rule = "a b" })}, "not allowed"},
+		{"bad limit", []allowance.Charge{with(func(x *allowance.Charge) { x.Limit.Count = 0 })}, "limit: count 0"},
+		{"bad algorithm", []allowance.Charge{with(func(x *allowance.Charge) { x.Algorithm = 4 })}, "unknown algorithm 4"},
+		{"zero amount", []allowance.Charge{with(func(x *allowance.Charge) { x.Amount = 0 })}, "amount 0 must be between 1 and the limit's count 5"},
+		{"amount above count", []allowance.Charge{with(func(x *allowance.Charge) { x.Amount = 6 })}, "amount 6"},
+		{"negative window", []allowance.Charge{with(func(x *allowance.Charge) { x.Window = -1 })}, "window -1 is out of range"},
+		{"twice", []allowance.Charge{c, c}, "is charged twice"},
+		{"amounts differ", []allowance.Charge{c, with(func(x *allowance.Charge) { x.Amount = 2; x.Limit.Period = time.Hour })}, "algorithm or amount differs"},
+		{"not adjacent", []allowance.Charge{c, with(func(x *allowance.Charge) { x.Rule = "s" }), with(func(x *allowance.Charge) { x.Limit.Period = time.Hour })}, "not adjacent"},
+	}
+	for _, tc := range tests {
+		if _, err := allowance.NewReceipt(id, "alice", tc.charges); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: NewReceipt = %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	r, err := allowance.NewReceipt(id, "alice", []allowance.Charge{c, with(func(x *allowance.Charge) { x.Rule = "s"; x.Algorithm = allowance.GCRA; x.Amount = 2 })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != 2 || r.Charge(1).Increment() != 2*12_000_000 || r.Charge(0).Increment() != 0 {
+		t.Fatalf("receipt %+v", r.Charges())
+	}
+}
+
+func TestReceiptID(t *testing.T) {
+	id := allowance.NewReceiptID()
+	if id.IsZero() || id == allowance.NewReceiptID() {
+		t.Fatal("NewReceiptID returned the zero or a repeated id")
+	}
+	got, err := allowance.ParseReceiptID(id.String())
+	if err != nil || got != id {
+		t.Fatalf("ParseReceiptID(%s) = %v, %v", id, got, err)
+	}
+	for _, bad := range []string{"", "00", strings.Repeat("g", 32)} {
+		if _, err := allowance.ParseReceiptID(bad); err == nil || !strings.Contains(err.Error(), "expected 32 hex digits") {
+			t.Errorf("ParseReceiptID(%q) = %v", bad, err)
+		}
+	}
+	if m := allowance.Member(allowance.ReceiptID{0xab}, 2, 7); m != "ab000000000000000000000000000000.2.7" {
+		t.Errorf("Member = %q", m)
+	}
+}
+
+func TestZeroReceipt(t *testing.T) {
+	var r allowance.Receipt
+	if r.Len() != 0 || len(r.Charges()) != 0 || r.Uncertain() {
+		t.Fatal("the zero receipt has charges")
+	}
+	if _, err := r.MarshalBinary(); err == nil {
+		t.Fatal("the zero receipt encodes")
+	}
+}
+
+// FuzzReceiptUnmarshal: the decoder never panics, and whatever it accepts
+// re-encodes to the same bytes.
+func FuzzReceiptUnmarshal(f *testing.F) {
+	for _, r := range realReceipts(f) {
+		b, err := r.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r allowance.Receipt
+		if err := r.UnmarshalBinary(b); err != nil {
+			if !strings.HasPrefix(err.Error(), "decode receipt: ") {
+				t.Fatalf("error %q does not say what failed", err)
+			}
+			return
+		}
+		again, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatalf("accepted %x but cannot re-encode it: %v", b, err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("accepted %x but re-encodes it as %x", b, again)
+		}
+		_ = r.Expiry(time.Now())
+	})
+}
