@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -112,21 +112,12 @@ type Middleware struct {
 	guards   map[string]allowance.Guard
 	peekers  []*allowance.Limiter
 
+	cache    *matchCache
+	deadline deadlines
+
 	setsMu sync.Mutex
 	sets   atomic.Pointer[map[uint64]*ruleSet]
 }
-
-// matcher matches one distinct pattern, for the rules in mask.
-type matcher struct {
-	mux  *http.ServeMux
-	mask uint64
-}
-
-// matched is the handler a matcher's ServeMux holds: the mux tells us the
-// pattern matched by returning it. It is never called.
-type matched struct{}
-
-func (matched) ServeHTTP(http.ResponseWriter, *http.Request) {}
 
 // New returns a Middleware for cfg, or an error naming the first problem with
 // it: a missing store, an invalid rule, a bad pattern or status.
@@ -151,6 +142,7 @@ func New(cfg Config) (*Middleware, error) {
 		log:     cfg.Logger,
 		timeout: cfg.Timeout,
 		guards:  make(map[string]allowance.Guard),
+		cache:   &matchCache{seed: maphash.MakeSeed()},
 	}
 	if m.key == nil {
 		m.key = m.ipKey
@@ -161,6 +153,7 @@ func New(cfg Config) (*Middleware, error) {
 	if m.timeout == 0 {
 		m.timeout = DefaultTimeout
 	}
+	m.deadline.init(m.timeout)
 	patterns := map[string]int{}
 	for i, r := range cfg.Rules {
 		if err := r.Rule.Validate(); err != nil {
@@ -219,44 +212,6 @@ func New(cfg Config) (*Middleware, error) {
 	return m, nil
 }
 
-// newMux returns a ServeMux holding only pattern, or the error ServeMux's
-// panic describes when the pattern is not valid.
-func newMux(pattern string) (mux *http.ServeMux, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("match %q: %v", pattern, p)
-		}
-	}()
-	mux = http.NewServeMux()
-	mux.Handle(pattern, matched{})
-	return mux, nil
-}
-
-// match returns the rules that match r, as bits.
-// A path that is not clean ("/v1/../v1/tasks") is matched in its clean form,
-// as the request a ServeMux would redirect it to; other routers may serve it
-// as is, and it must not escape its limits.
-func (m *Middleware) match(r *http.Request) uint64 {
-	if r.Method != http.MethodConnect {
-		if p := r.URL.Path; p != "" && cleanPath(p) != p {
-			r2 := *r
-			u := *r.URL
-			u.Path, u.RawPath = cleanPath(p), ""
-			r2.URL = &u
-			r = &r2
-		}
-	}
-	var mask uint64
-	for i := range m.matchers {
-		if h, _ := m.matchers[i].mux.Handler(r); h != nil {
-			if _, ok := h.(matched); ok {
-				mask |= m.matchers[i].mask
-			}
-		}
-	}
-	return mask
-}
-
 // Rules returns the names of the rules that match r, in configuration order.
 func (m *Middleware) Rules(r *http.Request) []string {
 	var out []string
@@ -275,14 +230,6 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.serve(w, r, next)
 	})
-}
-
-// storeCtx bounds a store call by the middleware's timeout.
-func (m *Middleware) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if m.timeout < 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, m.timeout)
 }
 
 func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
@@ -322,13 +269,8 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	st := &state{Context: r.Context(), m: m, set: set}
-	ctx, cancel := m.storeCtx(r.Context())
-	var start time.Time
-	if m.met.timed {
-		start = time.Now()
-	}
-	st.d, err = set.lim.Check(ctx, id)
-	cancel()
+	start := time.Now()
+	st.d, err = set.lim.Check(m.storeCtx(r.Context(), start, &st.call), id)
 	if m.met.timed {
 		m.met.checkLatency.Observe(time.Since(start).Seconds())
 	}
@@ -382,13 +324,8 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usage, error) {
 	var out []allowance.Usage
 	for _, lim := range m.peekers {
-		c, cancel := m.storeCtx(ctx)
-		var start time.Time
-		if m.met.timed {
-			start = time.Now()
-		}
-		u, err := lim.Peek(c, identity)
-		cancel()
+		start := time.Now()
+		u, err := lim.Peek(m.storeCtx(ctx, start, nil), identity)
 		if m.met.timed {
 			m.met.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
 		}
@@ -398,25 +335,4 @@ func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usa
 		out = append(out, u...)
 	}
 	return out, nil
-}
-
-// cleanPath returns the canonical form of an URL path, as ServeMux computes
-// it: rooted, without "." and ".." elements or double slashes, keeping a
-// trailing slash. It does not allocate for a path that is already clean.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if p[0] != '/' {
-		p = "/" + p
-	}
-	np := path.Clean(p)
-	if p[len(p)-1] == '/' && np != "/" {
-		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
-			np = p
-		} else {
-			np += "/"
-		}
-	}
-	return np
 }

@@ -137,10 +137,8 @@ func (m *Middleware) refund(ctx context.Context, r *allowance.Receipt, reason st
 			guards = append(guards, g)
 		}
 	}
-	c, cancel := m.storeCtx(context.WithoutCancel(ctx))
 	start := time.Now()
-	res, err := m.store.Refund(c, r, guards)
-	cancel()
+	res, err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), start, nil), r, guards)
 	if m.met.timed {
 		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
 	}

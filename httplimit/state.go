@@ -18,11 +18,12 @@ type stateKey struct{}
 // stateKey), so that a request costs one allocation for all of it.
 type state struct {
 	context.Context
-	m   *Middleware
-	set *ruleSet
-	d   allowance.Decision
-	w   respWriter
-	hv  [3]string // backing store of the dynamic header values
+	m    *Middleware
+	set  *ruleSet
+	d    allowance.Decision
+	w    respWriter
+	hv   [3]string // backing store of the dynamic header values
+	call callCtx   // the check's context
 
 	mu       sync.Mutex // guards the fields below and the headers once the handler runs
 	wrote    bool       // the status was written: headers are gone
