@@ -1,0 +1,385 @@
+// Package redisstore is an allowance.Store kept in Redis, so that several
+// processes share one set of limits: a single node, a Sentinel-managed
+// primary, or a Redis Cluster.
+//
+// Every check is one round trip: one Lua script judges and charges all limits
+// of all rules of an identity, all or nothing, with the server's clock (TIME),
+// so replicas with skewed clocks agree. Every refund is one round trip too: a
+// script undoes exactly the receipt's charges and records the receipt id with
+// the charge's remaining lifetime, so a refund retried from anywhere happens
+// once. The scripts compute exactly what internal/algo computes, in integer
+// microseconds.
+//
+// Keys: every key of an identity carries one hash tag, "<prefix>{<tag>}:...",
+// so a check touches one Cluster slot. The tag is the identity in URL-safe
+// base64 ("b…") when it has at most 48 bytes, else the base64 of its SHA-256
+// ("h…"): user-controlled text cannot leave the tag, collide or grow keys.
+// Every key has an expiry. docs/redis.md describes the schema and its memory.
+//
+// Clients: Open and OpenCluster make a rueidis client, whose automatic
+// pipelining of concurrent commands is what makes a shared Redis fast under
+// load. NewRueidis and NewGoRedis take a client the caller already has (a
+// go-redis UniversalClient may be a single node, a Sentinel failover client
+// or a Cluster client; rueidis takes Sentinel through ClientOption.Sentinel).
+//
+// Uncertain checks: when a check's round trip fails after the request may
+// have reached Redis (a timeout, a connection cut), Charge returns an error
+// wrapping allowance.ErrUncertain. Each charge leaves a short-lived trace of
+// its windows under its receipt id (see WithTraceTTL); refunding the
+// uncertain receipt undoes the charge through the trace when it was applied,
+// and otherwise voids the id so that a late charge of it is refused.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+)
+
+// DefaultPrefix starts every key unless WithPrefix says otherwise.
+const DefaultPrefix = "allowance:"
+
+// DefaultTraceTTL is how long a charge's trace is kept by default.
+const DefaultTraceTTL = time.Minute
+
+// maxCharges bounds the limits of one check, as the root package does.
+const maxCharges = allowance.MaxRules * allowance.MaxLimitsPerRule
+
+// Store is an allowance.Store in Redis. It is safe for concurrent use.
+type Store struct {
+	c        client
+	prefix   string
+	now      func() time.Time
+	traceTTL string // µs, for the charge script
+}
+
+var _ allowance.Store = (*Store)(nil)
+
+type config struct {
+	prefix   string
+	now      func() time.Time
+	traceTTL time.Duration
+}
+
+// Option configures a Store.
+type Option func(*config)
+
+// WithPrefix sets the prefix of every key (default "allowance:"), so that
+// several applications can share a Redis. It may not contain '{' or '}',
+// which would change the keys' hash tag.
+func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithClock makes the store's scripts use now instead of the Redis server's
+// TIME. For tests that step a fake clock through windows; in production the
+// server's clock keeps every replica in agreement.
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// WithTraceTTL sets how long a charge's trace is kept (default one minute,
+// never longer than the charge's own lifetime): the time within which an
+// uncertain check can be refunded exactly. A later refund of an uncertain
+// receipt finds no trace and reports NotCharged even when the charge was
+// made. Each trace is one small key per allowed check (see docs/redis.md);
+// zero writes none, which makes every uncertain refund a void.
+func WithTraceTTL(d time.Duration) Option { return func(c *config) { c.traceTTL = d } }
+
+func newStore(c client, opts []Option) (*Store, error) {
+	cfg := config{prefix: DefaultPrefix, traceTTL: DefaultTraceTTL}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if strings.ContainsAny(cfg.prefix, "{}") {
+		return nil, fmt.Errorf("redisstore: prefix %q contains '{' or '}'; expected none, as they would change the keys' hash tag", cfg.prefix)
+	}
+	if cfg.traceTTL < 0 {
+		return nil, fmt.Errorf("redisstore: trace TTL %v is negative; expected zero or more", cfg.traceTTL)
+	}
+	return &Store{c: c, prefix: cfg.prefix, now: cfg.now, traceTTL: strconv.FormatInt(cfg.traceTTL.Microseconds(), 10)}, nil
+}
+
+// Open connects to the Redis at url with a rueidis client and checks that it
+// answers. url is "redis://[user:password@]host:port[/db]" ("rediss://" for
+// TLS; rueidis also reads options such as "?dial_timeout=1s"). Close closes
+// the client.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	o, err := rueidis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: open: url: %w", err)
+	}
+	return openRueidis(ctx, o, opts)
+}
+
+// OpenCluster connects to the Redis Cluster that addrs ("host:port") belong
+// to with a rueidis cluster client and checks that it answers. Close closes
+// the client.
+func OpenCluster(ctx context.Context, addrs []string, opts ...Option) (*Store, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("redisstore: open cluster: no addresses; expected at least one host:port")
+	}
+	return openRueidis(ctx, rueidis.ClientOption{InitAddress: addrs}, opts)
+}
+
+func openRueidis(ctx context.Context, o rueidis.ClientOption, opts []Option) (*Store, error) {
+	o.DisableCache = true // no client-side caching: every read is in a script
+	c, err := rueidis.NewClient(o)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: connect to %s: %w", strings.Join(o.InitAddress, ","), err)
+	}
+	s, err := newStore(newRueidisClient(c, true), opts)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := s.Ping(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewRueidis returns a Store over a rueidis client the caller owns: Close
+// does not close it. Any rueidis client works: single node, Sentinel
+// (ClientOption.Sentinel) or Cluster.
+func NewRueidis(c rueidis.Client, opts ...Option) (*Store, error) {
+	if c == nil {
+		return nil, errors.New("redisstore: rueidis client is nil")
+	}
+	return newStore(newRueidisClient(c, false), opts)
+}
+
+// NewGoRedis returns a Store over a go-redis client the caller owns: Close
+// does not close it. c may be a *redis.Client, a Sentinel failover client
+// (redis.NewFailoverClient or a UniversalClient with MasterName) or a
+// *redis.ClusterClient.
+func NewGoRedis(c redis.UniversalClient, opts ...Option) (*Store, error) {
+	if c == nil {
+		return nil, errors.New("redisstore: go-redis client is nil")
+	}
+	return newStore(newGoRedisClient(c), opts)
+}
+
+// Close closes the client when the Store made it (Open, OpenCluster).
+func (s *Store) Close() error {
+	s.c.close()
+	return nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.ping(ctx); err != nil {
+		return fmt.Errorf("redisstore: ping: %w", err)
+	}
+	return nil
+}
+
+// clockArg is the scripts' time argument: the test clock in µs, or "" for
+// the server's TIME.
+func (s *Store) clockArg() string {
+	if s.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(s.now().UnixMicro(), 10)
+}
+
+func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// Charge charges req.Identity against every limit of req.Rules in one
+// script, all or nothing.
+func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return allowance.Decision{}, fmt.Errorf("redisstore: charge: %w", err)
+	}
+	m := 0
+	for i := range req.Rules {
+		m += len(req.Rules[i].Limits)
+	}
+	if m == 0 || m > maxCharges {
+		return allowance.Decision{}, fmt.Errorf("redisstore: charge: %d limits; expected 1 to %d", m, maxCharges)
+	}
+	base := s.identityBase(req.Identity)
+	keys := make([]string, 0, 1+2*m)
+	args := make([]string, 0, 4+4*m)
+	keys = append(keys, receiptKey(base, req.ID))
+	args = append(args, s.clockArg(), req.ID.String(), s.traceTTL, strconv.Itoa(m))
+	for i := range req.Rules {
+		r := &req.Rules[i]
+		amount := strconv.FormatInt(r.Amount(), 10)
+		for _, l := range r.Limits {
+			k := limitKey(base, r.Name, r.Algorithm, l)
+			keys = append(keys, k)
+			if r.Algorithm == allowance.SlidingLog {
+				keys = append(keys, k+":t")
+			}
+			args = append(args, algCode(r.Algorithm), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
+		}
+	}
+	vals, err := s.c.eval(ctx, scriptCharge, keys, args)
+	if err != nil {
+		if s.c.mayHaveApplied(err) {
+			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
+		}
+		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
+	}
+	if len(vals) == 1 && vals[0] == -1 {
+		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
+	}
+	if len(vals) != 1+5*m {
+		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: script returned %d values; expected %d", req.ID, len(vals), 1+5*m)
+	}
+	d := allowance.NewDecision(req)
+	for i := 0; i < m; i++ {
+		v := vals[1+5*i : 6+5*i]
+		d.SetLimit(i, v[0] == 1, v[1], micros(v[2]), micros(v[3]), v[4])
+	}
+	if vals[0] == 1 {
+		d.Allow()
+	}
+	return d, nil
+}
+
+// Refund undoes receipt's charges in one script, at most once per receipt
+// id. An uncertain receipt is refunded through the trace its charge left, or
+// voided when there is none.
+func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard) (allowance.RefundResult, error) {
+	res := allowance.RefundResult{ReceiptID: receipt.ID}
+	if receipt.Len() == 0 {
+		return res, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+	}
+	charges := receipt.Charges()
+	m := len(charges)
+	base := s.identityBase(receipt.Identity)
+	keys := make([]string, 0, 1+2*m+len(guards))
+	args := make([]string, 0, 6+5*m+4*len(charges))
+	keys = append(keys, receiptKey(base, receipt.ID))
+	uncertain := "0"
+	if receipt.Uncertain() {
+		uncertain = "1"
+	}
+	var maxP int64
+	for _, c := range charges {
+		maxP = max(maxP, c.Limit.Period.Microseconds())
+	}
+	// The void mark outlives any charge the voided id could still make.
+	args = append(args, s.clockArg(), receipt.ID.String(), uncertain, strconv.FormatInt(2*maxP, 10), strconv.Itoa(m), "")
+	for _, c := range charges {
+		k := limitKey(base, c.Rule, c.Algorithm, c.Limit)
+		keys = append(keys, k)
+		if c.Algorithm == allowance.SlidingLog {
+			keys = append(keys, k+":t")
+		}
+		args = append(args, algCode(c.Algorithm), strconv.FormatInt(c.Limit.Count, 10),
+			strconv.FormatInt(c.Limit.Period.Microseconds(), 10), strconv.FormatInt(c.Amount, 10), strconv.FormatInt(c.Window, 10))
+	}
+	groups := 0
+	for start := 0; start < m; {
+		end := start + 1
+		for end < m && charges[end].Rule == charges[start].Rule {
+			end++
+		}
+		gn, gp := "0", "0"
+		for _, g := range guards {
+			if g.Rule == charges[start].Rule && g.Limit.Count > 0 && g.Limit.Period > 0 {
+				gn, gp = strconv.FormatInt(g.Limit.Count, 10), strconv.FormatInt(g.Limit.Period.Microseconds(), 10)
+				keys = append(keys, guardKey(base, g.Rule))
+				break
+			}
+		}
+		args = append(args, strconv.Itoa(start+1), strconv.Itoa(end), gn, gp)
+		groups++
+		start = end
+	}
+	args[5] = strconv.Itoa(groups)
+	vals, err := s.c.eval(ctx, scriptRefund, keys, args)
+	if err != nil {
+		return res, fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+	}
+	if len(vals) != 2*m {
+		return res, fmt.Errorf("redisstore: refund %s: script returned %d values; expected %d", receipt.ID, len(vals), 2*m)
+	}
+	res.Charges = make([]allowance.ChargeOutcome, m)
+	for i, c := range charges {
+		res.Charges[i] = allowance.ChargeOutcome{Charge: c, Outcome: allowance.Outcome(vals[2*i]), Restored: vals[2*i+1]}
+	}
+	return res, nil
+}
+
+// Peek reports identity's usage of every limit of rules, in one read-only
+// script.
+func (s *Store) Peek(ctx context.Context, identity string, rules []allowance.Rule) ([]allowance.Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("redisstore: peek: %w", err)
+	}
+	m := 0
+	for i := range rules {
+		m += len(rules[i].Limits)
+	}
+	if m == 0 {
+		return nil, nil
+	}
+	base := s.identityBase(identity)
+	keys := make([]string, 0, 2*m)
+	args := make([]string, 0, 2+3*m)
+	args = append(args, s.clockArg(), strconv.Itoa(m))
+	for _, r := range rules {
+		for _, l := range r.Limits {
+			k := limitKey(base, r.Name, r.Algorithm, l)
+			keys = append(keys, k)
+			if r.Algorithm == allowance.SlidingLog {
+				keys = append(keys, k+":t")
+			}
+			args = append(args, algCode(r.Algorithm), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10))
+		}
+	}
+	vals, err := s.c.eval(ctx, scriptPeek, keys, args)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: peek: %w", err)
+	}
+	if len(vals) != 3*m {
+		return nil, fmt.Errorf("redisstore: peek: script returned %d values; expected %d", len(vals), 3*m)
+	}
+	out := make([]allowance.Usage, 0, m)
+	i := 0
+	for _, r := range rules {
+		for _, l := range r.Limits {
+			out = append(out, allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: vals[3*i], Remaining: vals[3*i+1], ResetAfter: micros(vals[3*i+2])})
+			i++
+		}
+	}
+	return out, nil
+}
+
+// Reset deletes identity's keys for every limit of rules and the rules'
+// refund guard counters, in one command.
+func (s *Store) Reset(ctx context.Context, identity string, rules []allowance.Rule) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: reset: %w", err)
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	base := s.identityBase(identity)
+	var keys []string
+	for _, r := range rules {
+		for _, l := range r.Limits {
+			k := limitKey(base, r.Name, r.Algorithm, l)
+			keys = append(keys, k)
+			if r.Algorithm == allowance.SlidingLog {
+				keys = append(keys, k+":t")
+			}
+		}
+		keys = append(keys, guardKey(base, r.Name))
+	}
+	if err := s.c.del(ctx, keys); err != nil {
+		return fmt.Errorf("redisstore: reset: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+-- charge: one check of one identity, all limits of all its rules, all or
+-- nothing.
+--
+-- KEYS[1]   the receipt's key (trace, refund mark or void mark)
+-- KEYS[2..] per limit its state key; a sliding log has two: the log (a sorted
+--           set of "<receipt>.<charge>.<units>" scored by time) and its total
+-- ARGV[1]   now in µs, or '' for the server's TIME
+-- ARGV[2]   the receipt id (hex)
+-- ARGV[3]   trace lifetime in µs; 0 writes no trace
+-- ARGV[4]   m, the number of limits; then per limit: algorithm (f, s, l, g),
+--           count n, period p in µs, cost c
+--
+-- Returns {-1} when the receipt id was voided (nothing charged), else
+-- {allowed, then per limit: allowed, remaining, resetAfter, retryAfter,
+-- window}, all integers (µs for times), as internal/algo computes them.
+
+local now = clock(ARGV[1])
+local rk = KEYS[1]
+if redis.call('GET', rk) == 'v' then return {-1} end
+
+local rid = ARGV[2]
+local tracettl = tonumber(ARGV[3])
+local m = tonumber(ARGV[4])
+
+-- First pass: every limit's verdict, changing nothing.
+local lim = {}
+local ok = true
+local ki = 2
+for i = 1, m do
+  local a = 4 + (i - 1) * 4
+  local L = {alg = ARGV[a + 1], n = tonumber(ARGV[a + 2]), p = tonumber(ARGV[a + 3]), c = tonumber(ARGV[a + 4]), key = KEYS[ki]}
+  ki = ki + 1
+  local n, p, c = L.n, L.p, L.c
+  if L.alg == 'f' then
+    local start, count = fixedroll(redis.call('GET', L.key), p, now)
+    local e = start + p - now
+    L.start, L.count = start, count
+    if count + c > n then
+      L.allowed, L.rem, L.reset, L.retry = 0, n - count, e, e
+    else
+      L.allowed, L.rem, L.reset, L.retry = 1, n - count - c, e, 0
+    end
+  elseif L.alg == 's' then
+    local start, cur, prev = slidingroll(redis.call('GET', L.key), p, now)
+    local est = estimate(start, cur, prev, p, now)
+    L.start, L.cur, L.prev = start, cur, prev
+    if est + c <= n then
+      L.allowed, L.rem, L.reset, L.retry = 1, n - est - c, slidingreset(start, cur + c, prev, p, now), 0
+    else
+      local retry
+      if cur + c > n then
+        local e = p + 1 - muldivceil(n - c + 1, p, cur)
+        retry = start + p + e - now
+      else
+        local e = p + 1 - muldivceil(n - c - cur + 1, p, prev)
+        retry = start + e - now
+      end
+      L.allowed, L.rem, L.reset, L.retry = 0, math.max(0, n - est), slidingreset(start, cur, prev, p, now), retry
+    end
+  elseif L.alg == 'g' then
+    local t = emission(n, p)
+    local tat0 = tonumber(redis.call('GET', L.key)) or 0
+    local base = math.max(tat0, now)
+    local tat = base + c * t
+    local tau = n * t
+    if tat - now > tau then
+      L.allowed, L.rem, L.reset, L.retry = 0, idiv(tau - (base - now), t), base - now, tat - tau - now
+    else
+      L.allowed, L.rem, L.reset, L.retry = 1, idiv(tau - (tat - now), t), tat - now, 0
+      L.tat = tat
+    end
+  else -- 'l'
+    L.tkey = KEYS[ki]
+    ki = ki + 1
+    local total = tonumber(redis.call('GET', L.tkey)) or 0
+    if total > 0 then total = total - logexpired(L.key, p, now) end
+    L.total = total
+    if total + c <= n then
+      L.allowed, L.rem, L.reset, L.retry = 1, n - total - c, p, 0
+    else
+      local freed, retry, off = 0, 0, 0
+      local lo = '(' .. fmt(now - p)
+      while retry == 0 do
+        local page = redis.call('ZRANGEBYSCORE', L.key, lo, '+inf', 'WITHSCORES', 'LIMIT', off, 256)
+        if #page == 0 then break end
+        for j = 1, #page, 2 do
+          freed = freed + units(page[j])
+          if total - freed + c <= n then
+            retry = tonumber(page[j + 1]) + p - now
+            break
+          end
+        end
+        off = off + 256
+      end
+      local last = loglast(L.key)
+      local reset = 0
+      if last then reset = last + p - now end
+      L.allowed, L.rem, L.reset, L.retry = 0, n - total, reset, retry
+    end
+  end
+  ok = ok and L.allowed == 1
+  lim[i] = L
+end
+
+local out = {0}
+if not ok then
+  for i = 1, m do
+    local L = lim[i]
+    out[#out + 1] = L.allowed
+    out[#out + 1] = L.rem
+    out[#out + 1] = L.reset
+    out[#out + 1] = L.retry
+    out[#out + 1] = 0
+  end
+  return out
+end
+
+-- Second pass: apply every charge. The keys are distinct, so the verdicts of
+-- the first pass stand.
+out[1] = 1
+local trace = {}
+local life = 0
+for i = 1, m do
+  local L = lim[i]
+  local n, p, c = L.n, L.p, L.c
+  local w, ends
+  if L.alg == 'f' then
+    w, ends = L.start, L.start + p
+    redis.call('SET', L.key, fmt(w) .. ' ' .. fmt(L.count + c), 'PX', ms(ends - now))
+  elseif L.alg == 's' then
+    w, ends = L.start, L.start + 2 * p
+    redis.call('SET', L.key, fmt(w) .. ' ' .. fmt(L.cur + c) .. ' ' .. fmt(L.prev), 'PX', ms(ends - now))
+  elseif L.alg == 'g' then
+    w, ends = L.tat, L.tat
+    redis.call('SET', L.key, fmt(w), 'PX', ms(ends - now))
+  else
+    redis.call('ZREMRANGEBYSCORE', L.key, '-inf', fmt(now - p))
+    w = now
+    local last = loglast(L.key)
+    if last and last > w then w = last end -- a clock that stepped back
+    ends = w + p
+    redis.call('ZADD', L.key, fmt(w), rid .. '.' .. fmt(i - 1) .. '.' .. fmt(c))
+    redis.call('SET', L.tkey, fmt(L.total + c), 'PX', ms(ends - now))
+    redis.call('PEXPIRE', L.key, ms(ends - now))
+  end
+  life = math.max(life, ends - now)
+  trace[i] = fmt(w)
+  out[#out + 1] = 1
+  out[#out + 1] = L.rem
+  out[#out + 1] = L.reset
+  out[#out + 1] = 0
+  out[#out + 1] = w
+end
+if tracettl > 0 then
+  redis.call('SET', rk, 't' .. table.concat(trace, ' '), 'PX', ms(math.min(tracettl, life)))
+end
+return out

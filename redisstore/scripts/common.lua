@@ -1,0 +1,160 @@
+-- Shared by every script of redisstore (prepended to each one).
+--
+-- Lua numbers are doubles. Every value the scripts handle (counts up to 1e9,
+-- microsecond times and periods) stays below 2^53, where doubles are exact
+-- integers; the only products that can pass 2^53 go through muldiv, which is
+-- exact. Integers are written with string.format('%d'), never tostring, which
+-- would round them to 14 digits.
+
+if redis.replicate_commands then redis.replicate_commands() end
+
+local TWO53 = 9007199254740992
+
+-- idiv is Go's integer division: the quotient truncated toward zero.
+local function idiv(a, b)
+  return (a - math.fmod(a, b)) / b
+end
+
+-- muldiv returns floor(a*b/c) and the remainder, exactly, for a, b >= 0 and
+-- c > 0 below 2^53 whose quotient is below 2^53 (internal/mathx.MulDiv).
+local function muldiv(a, b, c)
+  local prod = a * b
+  if prod < TWO53 then
+    local r = math.fmod(prod, c)
+    return (prod - r) / c, r
+  end
+  -- a*b = qa*c*b + ra*b: long division of ra*b by c, one bit of b at a time,
+  -- keeping the remainder below c so that no step leaves exact integers.
+  local qa = idiv(a, c)
+  local ra = a - qa * c
+  local q, r = 0, 0
+  local bit = 4503599627370496 -- 2^52
+  local rest = b
+  while bit >= 1 do
+    q = q * 2
+    if r >= c - r then
+      r = r - (c - r)
+      q = q + 1
+    else
+      r = r * 2
+    end
+    if rest >= bit then
+      rest = rest - bit
+      if r >= c - ra then
+        r = r - (c - ra)
+        q = q + 1
+      else
+        r = r + ra
+      end
+    end
+    bit = bit / 2
+  end
+  return qa * b + q, r
+end
+
+-- muldivceil returns ceil(a*b/c) under the conditions of muldiv.
+local function muldivceil(a, b, c)
+  local q, r = muldiv(a, b, c)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+local function fmt(x)
+  return string.format('%d', x)
+end
+
+-- slack is added to every key's lifetime. A test clock may run slower than
+-- the server's, so with one keys live an hour longer than the clock says they
+-- must; the scripts never rely on a key having expired.
+local slack = 0
+
+-- clock returns the time in microseconds: the store's test clock when arg is
+-- set, else the server's TIME.
+local function clock(arg)
+  if arg ~= '' then
+    slack = 3600000000
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- ms converts a lifetime in microseconds to whole milliseconds for PX,
+-- rounding up, at least 1.
+local function ms(us)
+  us = us + slack
+  if us < 1000 then return 1 end
+  return idiv(us + 999, 1000)
+end
+
+-- nums parses a state string of space-separated integers.
+local function nums(v)
+  local out = {}
+  for x in string.gmatch(v, '%-?%d+') do out[#out + 1] = tonumber(x) end
+  return out
+end
+
+local function windowstart(now, p)
+  return now - math.fmod(now, p)
+end
+
+-- fixedroll returns a fixed window's state as seen at now (algo.Fixed.Roll).
+local function fixedroll(v, p, now)
+  local w = windowstart(now, p)
+  if v then
+    local s = nums(v)
+    if s[1] == w then return w, s[2] end
+  end
+  return w, 0
+end
+
+-- slidingroll returns a sliding window's start, current and previous counts
+-- as seen at now (algo.Sliding.Roll).
+local function slidingroll(v, p, now)
+  local w = windowstart(now, p)
+  if v then
+    local s = nums(v)
+    if s[1] == w then return w, s[2], s[3] end
+    if s[1] == w - p then return w, 0, s[2] end
+  end
+  return w, 0, 0
+end
+
+-- estimate is cur + floor(prev*(p-e)/p), e the time elapsed in the window.
+local function estimate(start, cur, prev, p, now)
+  if prev == 0 then return cur end
+  local q = muldiv(prev, p - (now - start), p)
+  return cur + q
+end
+
+local function slidingreset(start, cur, prev, p, now)
+  if cur > 0 then return start + 2 * p - now end
+  if prev > 0 then return start + p - now end
+  return 0
+end
+
+-- units returns the units of a sliding-log member "<receipt>.<charge>.<units>".
+local function units(member)
+  return tonumber(string.match(member, '%.(%d+)$'))
+end
+
+-- logprune returns the units of the log's entries at or before now-p: those
+-- that have left the window.
+local function logexpired(key, p, now)
+  local gone = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now - p))) do
+    gone = gone + units(m)
+  end
+  return gone
+end
+
+-- loglast returns the time of the log's newest entry, or nil.
+local function loglast(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #last == 0 then return nil end
+  return tonumber(last[2])
+end
+
+local function emission(n, p)
+  return idiv(p + n - 1, n)
+end
