@@ -1,0 +1,23 @@
+package pgstore_test
+
+import (
+	"testing"
+
+	"github.com/allowancehq/allowance/internal/pgtest"
+	"github.com/allowancehq/allowance/tasks"
+	"github.com/allowancehq/allowance/tasks/pgstore"
+	"github.com/allowancehq/allowance/tasks/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock *storetest.Clock) func() tasks.Store {
+		url := pgtest.DB(t)
+		return func() tasks.Store {
+			s, err := pgstore.Open(t.Context(), url, pgstore.WithClock(clock.Now))
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			return s
+		}
+	}, storetest.Options{})
+}
