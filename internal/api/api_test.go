@@ -1,0 +1,436 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/internal/auth"
+	"github.com/allowancehq/allowance/internal/config"
+	"github.com/allowancehq/allowance/memstore"
+	"github.com/allowancehq/allowance/tasks"
+	"github.com/allowancehq/allowance/tasks/sqlitestore"
+)
+
+// env is an API server on a real SQLite task store and an in-memory limits
+// store whose clock stands still, with no workers: tasks stay queued.
+type env struct {
+	t       *testing.T
+	srv     *httptest.Server
+	store   tasks.Store
+	workers *fakeWorkers
+}
+
+// fakeWorkers records what the API tells the worker pool.
+type fakeWorkers struct{ notified, canceled atomic.Int64 }
+
+func (f *fakeWorkers) Notify()               { f.notified.Add(1) }
+func (f *fakeWorkers) Cancel(id string) bool { f.canceled.Add(1); return false }
+
+func newEnv(t *testing.T, rules []config.Rule, maxBody int64) *env {
+	t.Helper()
+	ctx := context.Background()
+	store, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "tasks.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	limits := memstore.New(memstore.WithClock(func() time.Time { return now }))
+	t.Cleanup(func() { limits.Close() })
+	var hrules []httplimit.Rule
+	var conflict []string
+	for _, r := range rules {
+		hrules = append(hrules, httplimit.Rule{Rule: r.Rule, Match: r.Match})
+		if r.RefundsOn(config.Conflict) {
+			conflict = append(conflict, r.Name)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &fakeWorkers{}
+	s, err := New(Options{Store: store, Limiter: mw, Logger: slog.New(slog.DiscardHandler), ConflictRefund: conflict, Workers: w, Registry: reg, MaxBodyBytes: maxBody,
+		Ready: []Check{{Name: "limits", Ping: func(context.Context) error { return nil }}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, store: store, workers: w}
+}
+
+func (e *env) key(user string) string {
+	e.t.Helper()
+	k, h := auth.NewKey()
+	if err := e.store.CreateAPIKey(context.Background(), user, h); err != nil {
+		e.t.Fatal(err)
+	}
+	return k
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (r response) remaining(t *testing.T) int {
+	t.Helper()
+	n, err := strconv.Atoi(r.header.Get("X-RateLimit-Remaining"))
+	if err != nil {
+		t.Fatalf("X-RateLimit-Remaining %q: %v", r.header.Get("X-RateLimit-Remaining"), err)
+	}
+	return n
+}
+
+func (e *env) do(method, path, key string, body string) response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return response{res.StatusCode, res.Header, b}
+}
+
+// problem checks that r is a problem+json answer of status and returns it.
+func (r response) problem(t *testing.T, status int) Problem {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type %q, want application/problem+json; body %s", ct, r.body)
+	}
+	var p Problem
+	r.json(t, &p)
+	if p.Status != status || p.Title == "" || p.Type == "" {
+		t.Fatalf("problem %+v lacks type, title or status", p)
+	}
+	return p
+}
+
+const sleep30 = `{"kind":"sleep","input":{"seconds":30}}`
+
+// The story of the service: a submit is charged, a conflicting submit is
+// refunded before its 409 is written, a cancel frees the slot, and the next
+// submit is charged again.
+func TestSubmitConflictRefund(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	k := e.key("alice")
+
+	r := e.do("POST", "/v1/tasks", k, sleep30)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", r.status, r.body)
+	}
+	var task tasks.Task
+	r.json(t, &task)
+	if !tasks.ValidID(task.ID) || task.Status != tasks.StatusQueued || task.Kind != "sleep" || r.header.Get("Location") != "/v1/tasks/"+task.ID {
+		t.Fatalf("submit answered %+v, Location %q", task, r.header.Get("Location"))
+	}
+	if e.workers.notified.Load() != 1 {
+		t.Errorf("workers notified %d times, want 1", e.workers.notified.Load())
+	}
+	left := r.remaining(t)
+	if left != 4 {
+		t.Fatalf("remaining after the first submit: %d, want 4", left)
+	}
+	stored, err := e.store.Get(context.Background(), "alice", task.ID)
+	if err != nil || len(stored.Receipt) == 0 {
+		t.Fatalf("stored task %+v, %v: want it with the submit's receipt", stored, err)
+	}
+
+	for i := range 3 {
+		r = e.do("POST", "/v1/tasks", k, `{"kind":"echo","input":"hi"}`)
+		p := r.problem(t, http.StatusConflict)
+		if p.ActiveTaskID != task.ID || p.Type != typeActiveTask {
+			t.Fatalf("409 #%d: %+v, want active_task_id %s", i, p, task.ID)
+		}
+		if got := r.remaining(t); got != left {
+			t.Fatalf("409 #%d shows remaining %d, want the unchanged %d", i, got, left)
+		}
+	}
+
+	r = e.do("POST", "/v1/tasks/"+task.ID+"/cancel", k, "")
+	if r.status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.status, r.body)
+	}
+	r.json(t, &task)
+	if task.Status != tasks.StatusCanceled || e.workers.canceled.Load() != 1 {
+		t.Fatalf("cancel answered %+v (workers told %d times)", task, e.workers.canceled.Load())
+	}
+	p := e.do("POST", "/v1/tasks/"+task.ID+"/cancel", k, "").problem(t, http.StatusConflict)
+	if p.TaskStatus != "canceled" || p.Type != typeNotActive {
+		t.Errorf("second cancel: %+v", p)
+	}
+
+	r = e.do("POST", "/v1/tasks", k, sleep30)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("submit after cancel: %d %s", r.status, r.body)
+	}
+	if got := r.remaining(t); got != left-1 {
+		t.Fatalf("submit after cancel shows remaining %d, want %d", got, left-1)
+	}
+
+	var rl struct {
+		User   string  `json:"user"`
+		Limits []usage `json:"limits"`
+	}
+	e.do("GET", "/v1/ratelimit", k, "").json(t, &rl)
+	if rl.User != "alice" || len(rl.Limits) != 3 {
+		t.Fatalf("ratelimit: %+v", rl)
+	}
+	if u := rl.Limits[0]; u.Rule != "create-task" || u.Limit != "5/minute" || u.Used != 2 || u.Remaining != 3 || u.Algorithm != "sliding-window" {
+		t.Errorf("create-task usage: %+v", u)
+	}
+
+	m := string(e.do("GET", "/metrics", "", "").body)
+	for _, want := range []string{
+		`allowance_http_refunds_total{outcome="restored",rule="create-task"} 6`,
+		`allowance_http_checks_total{outcome="allowed",rule="create-task"} 5`,
+		`taskd_task_submits_total{outcome="conflict"} 3`,
+		`taskd_task_submits_total{outcome="accepted"} 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// Without refund_on: [conflict] a 409 costs an attempt.
+func TestConflictWithoutRefund(t *testing.T) {
+	rules := config.Default().Rules
+	rules[0].RefundOn = nil
+	e := newEnv(t, rules, 0)
+	k := e.key("bob")
+	left := e.do("POST", "/v1/tasks", k, sleep30).remaining(t)
+	r := e.do("POST", "/v1/tasks", k, sleep30)
+	r.problem(t, http.StatusConflict)
+	if got := r.remaining(t); got != left-1 {
+		t.Fatalf("409 without refund shows remaining %d, want %d", got, left-1)
+	}
+}
+
+func TestUnauthorized(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	unknown, _ := auth.NewKey()
+	for _, tt := range []struct{ name, header, want string }{
+		{"no header", "", "no API key"},
+		{"basic", "Basic YTpi", "Bearer <key>"},
+		{"malformed", "Bearer nope", "malformed API key"},
+		{"unknown", "Bearer " + unknown, "Unknown API key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/v1/tasks", nil)
+			if tt.header != "" {
+				req.Header.Set("Authorization", tt.header)
+			}
+			res, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			p := response{res.StatusCode, res.Header, b}.problem(t, http.StatusUnauthorized)
+			if !strings.Contains(p.Detail, tt.want) || res.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("401 %+v (WWW-Authenticate %q), want detail with %q", p, res.Header.Get("WWW-Authenticate"), tt.want)
+			}
+		})
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if r := e.do("GET", path, "", ""); r.status != http.StatusOK {
+			t.Errorf("GET %s without a key: %d, want 200", path, r.status)
+		}
+	}
+}
+
+// generous returns the default rules with room for many submits.
+func generous() []config.Rule {
+	rules := config.Default().Rules
+	rules[0].Limits = allowance.Limits{{Count: 1000, Period: time.Minute}}
+	return rules
+}
+
+func TestBadSubmits(t *testing.T) {
+	e := newEnv(t, generous(), 256)
+	k := e.key("carol")
+	for _, tt := range []struct{ name, body, want string }{
+		{"empty", "", "body is empty"},
+		{"malformed", `{"kind":`, "ends in the middle"},
+		{"syntax", `{"kind" "sleep"}`, "Malformed JSON at byte"},
+		{"not an object", `[1,2]`, "JSON array"},
+		{"kind not a string", `{"kind":5}`, `Field "kind" is a JSON number`},
+		{"unknown field", `{"kind":"echo","priority":1}`, `Unknown field "priority"`},
+		{"trailing data", `{"kind":"echo"} {}`, "data after its JSON object"},
+		{"missing kind", `{"input":{}}`, `"kind" is missing`},
+		{"unknown kind", `{"kind":"dance"}`, `"dance"`},
+		{"sleep without seconds", `{"kind":"sleep","input":{}}`, "seconds"},
+		{"sleep seconds a string", `{"kind":"sleep","input":{"seconds":"ten"}}`, "seconds"},
+		{"sleep too long", `{"kind":"sleep","input":{"seconds":99999}}`, "seconds"},
+		{"sleep unknown field", `{"kind":"sleep","input":{"seconds":1,"x":1}}`, `"x"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := e.do("POST", "/v1/tasks", k, tt.body).problem(t, http.StatusBadRequest)
+			if !strings.Contains(p.Detail, tt.want) {
+				t.Errorf("detail %q does not contain %q", p.Detail, tt.want)
+			}
+		})
+	}
+	big := `{"kind":"echo","input":"` + strings.Repeat("x", 300) + `"}`
+	p := e.do("POST", "/v1/tasks", k, big).problem(t, http.StatusRequestEntityTooLarge)
+	if !strings.Contains(p.Detail, "256 bytes") {
+		t.Errorf("413 detail %q does not give the limit", p.Detail)
+	}
+	if list, _ := e.store.List(context.Background(), "carol", tasks.ListOptions{}); len(list) != 0 {
+		t.Errorf("bad submits created %d tasks", len(list))
+	}
+}
+
+func TestOwnTasksOnly(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	alice, bob := e.key("alice"), e.key("bob")
+	var task tasks.Task
+	e.do("POST", "/v1/tasks", alice, `{"kind":"echo","input":{"a":1}}`).json(t, &task)
+	if r := e.do("GET", "/v1/tasks/"+task.ID, alice, ""); r.status != http.StatusOK || !bytes.Contains(r.body, []byte(task.ID)) {
+		t.Fatalf("owner GET: %d %s", r.status, r.body)
+	}
+	e.do("GET", "/v1/tasks/"+task.ID, bob, "").problem(t, http.StatusNotFound)
+	e.do("POST", "/v1/tasks/"+task.ID+"/cancel", bob, "").problem(t, http.StatusNotFound)
+	e.do("GET", "/v1/tasks/t_nonsense", alice, "").problem(t, http.StatusNotFound)
+	var list taskList
+	e.do("GET", "/v1/tasks", bob, "").json(t, &list)
+	if len(list.Tasks) != 0 {
+		t.Errorf("bob lists %d tasks, want 0", len(list.Tasks))
+	}
+	// bob's submit is not blocked by alice's active task.
+	if r := e.do("POST", "/v1/tasks", bob, sleep30); r.status != http.StatusAccepted {
+		t.Errorf("bob's submit: %d %s", r.status, r.body)
+	}
+}
+
+func TestList(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	k := e.key("dave")
+	var ids []string
+	for range 3 {
+		var task tasks.Task
+		e.do("POST", "/v1/tasks", k, sleep30).json(t, &task)
+		ids = append(ids, task.ID)
+		e.do("POST", "/v1/tasks/"+task.ID+"/cancel", k, "")
+	}
+	var list taskList
+	e.do("GET", "/v1/tasks?limit=2", k, "").json(t, &list)
+	if len(list.Tasks) != 2 || list.Tasks[0].ID != ids[2] || list.Tasks[1].ID != ids[1] || list.NextBefore != ids[1] {
+		t.Fatalf("page 1: %+v, want %s, %s newest first", list, ids[2], ids[1])
+	}
+	next := list.NextBefore
+	list = taskList{}
+	e.do("GET", "/v1/tasks?limit=2&before="+next, k, "").json(t, &list)
+	if len(list.Tasks) != 1 || list.Tasks[0].ID != ids[0] || list.NextBefore != "" {
+		t.Fatalf("page 2: %+v", list)
+	}
+	e.do("GET", "/v1/tasks?status=queued", k, "").json(t, &list)
+	if len(list.Tasks) != 0 {
+		t.Fatalf("queued: %+v", list)
+	}
+	e.do("GET", "/v1/tasks?status=canceled", k, "").json(t, &list)
+	if len(list.Tasks) != 3 {
+		t.Fatalf("canceled: %+v", list)
+	}
+	for q, want := range map[string]string{
+		"status=done":               "status",
+		"limit=0":                   "limit",
+		"limit=abc":                 "limit",
+		"limit=201":                 "limit",
+		"before=x":                  "before",
+		"before=" + tasks.NewID():   "no such task",
+		"sort=asc":                  "Unknown query parameter",
+		"status=queued&limit=-1":    "limit",
+		"limit=1&before=t_" + "zz2": "before",
+	} {
+		p := e.do("GET", "/v1/tasks?"+q, k, "").problem(t, http.StatusBadRequest)
+		if !strings.Contains(p.Detail, want) {
+			t.Errorf("?%s: detail %q does not contain %q", q, p.Detail, want)
+		}
+	}
+}
+
+func TestNotFoundAndMethods(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	k := e.key("erin")
+	e.do("GET", "/v1/nothing", k, "").problem(t, http.StatusNotFound)
+	r := e.do("DELETE", "/v1/tasks", k, "")
+	r.problem(t, http.StatusMethodNotAllowed)
+	if allow := r.header.Get("Allow"); allow != "POST, GET, HEAD" {
+		t.Errorf("Allow %q", allow)
+	}
+	r = e.do("POST", "/healthz", "", "")
+	if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /healthz: %d, Allow %q", r.status, r.header.Get("Allow"))
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	e := newEnv(t, config.Default().Rules, 0)
+	var body struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	e.do("GET", "/readyz", "", "").json(t, &body)
+	if body.Status != "ready" || body.Checks["database"] != "ok" || body.Checks["limits"] != "ok" {
+		t.Fatalf("readyz: %+v", body)
+	}
+	e.store.Close()
+	p := e.do("GET", "/readyz", "", "").problem(t, http.StatusServiceUnavailable)
+	if !strings.Contains(p.Detail, "database") {
+		t.Errorf("readyz with a closed database: %+v", p)
+	}
+}
+
+func TestNewRequires(t *testing.T) {
+	if _, err := New(Options{}); err == nil {
+		t.Error("New with no store succeeded")
+	}
+}
