@@ -269,8 +269,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	st := &state{Context: r.Context(), m: m, set: set}
-	start := time.Now()
-	st.d, err = set.lim.Check(m.storeCtx(r.Context(), start, &st.call), id)
+	var start time.Time
+	if m.met.timed {
+		start = time.Now()
+	}
+	st.d, err = set.lim.Check(m.storeCtx(r.Context(), &st.call), id)
 	if m.met.timed {
 		m.met.checkLatency.Observe(time.Since(start).Seconds())
 	}
@@ -325,7 +328,7 @@ func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usa
 	var out []allowance.Usage
 	for _, lim := range m.peekers {
 		start := time.Now()
-		u, err := lim.Peek(m.storeCtx(ctx, start, nil), identity)
+		u, err := lim.Peek(m.storeCtx(ctx, nil), identity)
 		if m.met.timed {
 			m.met.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
 		}

@@ -138,7 +138,7 @@ func (m *Middleware) refund(ctx context.Context, r *allowance.Receipt, reason st
 		}
 	}
 	start := time.Now()
-	res, err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), start, nil), r, guards)
+	res, err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), nil), r, guards)
 	if m.met.timed {
 		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
 	}

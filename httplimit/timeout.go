@@ -31,16 +31,18 @@ func (d *deadlines) init(timeout time.Duration) {
 	d.slack = max(timeout/8, time.Millisecond)
 }
 
-// get returns the shared deadline for a call starting at now.
-func (d *deadlines) get(now time.Time) *deadline {
-	if dl := d.cur.Load(); dl != nil && now.Sub(dl.start) < d.slack && !now.Before(dl.start) {
+// get returns the shared deadline for a call starting now. It reads only
+// the monotonic clock (time.Since), unless a new deadline is due.
+func (d *deadlines) get() *deadline {
+	if dl := d.cur.Load(); dl != nil && time.Since(dl.start) < d.slack {
 		return dl
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if dl := d.cur.Load(); dl != nil && now.Sub(dl.start) < d.slack && !now.Before(dl.start) {
+	if dl := d.cur.Load(); dl != nil && time.Since(dl.start) < d.slack {
 		return dl
 	}
+	now := time.Now()
 	dl := &deadline{start: now}
 	dl.ctx, dl.cancel = context.WithDeadline(context.Background(), now.Add(d.timeout+d.slack))
 	d.cur.Store(dl)
@@ -64,15 +66,15 @@ func (c *callCtx) Err() error                  { return c.dl.ctx.Err() }
 // into the shared deadline without a goroutine each.
 func (c *callCtx) AfterFunc(f func()) func() bool { return context.AfterFunc(c.dl.ctx, f) }
 
-// storeCtx returns the context of a store call starting at now on behalf of
+// storeCtx returns the context of a store call starting now on behalf of
 // ctx, in c when it is not nil (to save an allocation).
-func (m *Middleware) storeCtx(ctx context.Context, now time.Time, c *callCtx) context.Context {
+func (m *Middleware) storeCtx(ctx context.Context, c *callCtx) context.Context {
 	if m.timeout < 0 {
 		return ctx
 	}
 	if c == nil {
 		c = new(callCtx)
 	}
-	c.Context, c.dl = ctx, m.deadline.get(now)
+	c.Context, c.dl = ctx, m.deadline.get()
 	return c
 }
