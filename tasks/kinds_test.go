@@ -1,0 +1,156 @@
+package tasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/allowancehq/allowance/tasks"
+)
+
+func TestValidateInput(t *testing.T) {
+	for _, tc := range []struct {
+		kind, input string
+		field       string // "" when valid
+		msg         string // part of the error
+	}{
+		{"sleep", `{"seconds": 30}`, "", ""},
+		{"sleep", `{"seconds": 0.25, "fail": true}`, "", ""},
+		{"sleep", `{"seconds": 0}`, "", ""},
+		{"sleep", `{"seconds": 3600, "fail": false}`, "", ""},
+		{"sleep", ` {"seconds":1e2} `, "", ""},
+		{"sleep", ``, "-", `expected an object like {"seconds": 30, "fail": false}, got nothing`},
+		{"sleep", `null`, "-", "got null"},
+		{"sleep", `[1]`, "-", "got an array"},
+		{"sleep", `"30"`, "-", "got a string"},
+		{"sleep", `{"seconds": 30`, "-", "malformed JSON"},
+		{"sleep", `{}`, "seconds", "required: a number from 0 to 3600"},
+		{"sleep", `{"fail": true}`, "seconds", "required"},
+		{"sleep", `{"seconds": "30"}`, "seconds", "expected a number from 0 to 3600, got a string"},
+		{"sleep", `{"seconds": null}`, "seconds", "got null"},
+		{"sleep", `{"seconds": -1}`, "seconds", "got -1"},
+		{"sleep", `{"seconds": 3600.5}`, "seconds", "got 3600.5"},
+		{"sleep", `{"seconds": 1e400}`, "seconds", "expected a number from 0 to 3600"},
+		{"sleep", `{"seconds": 1, "fail": "yes"}`, "fail", "expected true or false, got a string"},
+		{"sleep", `{"seconds": 1, "Seconds": 2}`, "Seconds", `unknown field; expected only "seconds" and "fail"`},
+		{"sleep", `{"seconds": 1, "extra": {}}`, "extra", "unknown field"},
+		{"echo", `{"anything": [1, "two", null]}`, "", ""},
+		{"echo", `"text"`, "", ""},
+		{"echo", ``, "", ""},
+		{"echo", `{"a":`, "-", "expected any JSON value, got malformed JSON"},
+	} {
+		err := tasks.ValidateInput(tc.kind, json.RawMessage(tc.input))
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("ValidateInput(%s, %s): %v", tc.kind, tc.input, err)
+			}
+			continue
+		}
+		var ie *tasks.InputError
+		if !errors.As(err, &ie) || !errors.Is(err, tasks.ErrInvalidInput) {
+			t.Errorf("ValidateInput(%s, %s) = %v; want an *InputError", tc.kind, tc.input, err)
+			continue
+		}
+		wantField := tc.field
+		if wantField == "-" {
+			wantField = ""
+		}
+		if ie.Kind != tc.kind || ie.Field != wantField || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("ValidateInput(%s, %s) = kind %q field %q %q; want kind %q field %q containing %q",
+				tc.kind, tc.input, ie.Kind, ie.Field, err, tc.kind, wantField, tc.msg)
+		}
+	}
+}
+
+func TestValidateInputUnknownKind(t *testing.T) {
+	err := tasks.ValidateInput("sleeep", json.RawMessage(`{}`))
+	if !errors.Is(err, tasks.ErrUnknownKind) {
+		t.Fatalf("unknown kind: %v, want ErrUnknownKind", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `"sleeep"`) || !strings.Contains(msg, `"echo", "sleep"`) {
+		t.Errorf("unknown kind error %q: want the kind and the known kinds", msg)
+	}
+}
+
+func TestInputErrorMessage(t *testing.T) {
+	err := tasks.ValidateInput("sleep", json.RawMessage(`{"seconds":"x"}`))
+	want := `sleep input: field "seconds": expected a number from 0 to 3600, got a string`
+	if err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %q", err, want)
+	}
+}
+
+func TestSleep(t *testing.T) {
+	out, err := tasks.Sleep(t.Context(), json.RawMessage(`{"seconds": 0}`))
+	if err != nil || string(out) != `{"slept_seconds":0}` {
+		t.Errorf("Sleep 0 = %s, %v", out, err)
+	}
+	_, err = tasks.Sleep(t.Context(), json.RawMessage(`{"seconds": 0, "fail": true}`))
+	if err == nil || !strings.Contains(err.Error(), `"fail": true`) {
+		t.Errorf("Sleep with fail = %v, want an error saying it failed as asked", err)
+	}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	cause := errors.New("stop now")
+	cancel(cause)
+	_, err = tasks.Sleep(ctx, json.RawMessage(`{"seconds": 3600}`))
+	if !errors.Is(err, cause) {
+		t.Errorf("Sleep canceled = %v, want the cancel cause", err)
+	}
+	if _, err := tasks.Sleep(t.Context(), json.RawMessage(`{"seconds": -5}`)); !errors.Is(err, tasks.ErrInvalidInput) {
+		t.Errorf("Sleep with bad input = %v, want ErrInvalidInput", err)
+	}
+}
+
+func TestEcho(t *testing.T) {
+	for in, want := range map[string]string{`{"b":1,"a":[true]}`: `{"b":1,"a":[true]}`, ``: `null`, `7`: `7`} {
+		out, err := tasks.Echo(t.Context(), json.RawMessage(in))
+		if err != nil || string(out) != want {
+			t.Errorf("Echo(%s) = %s, %v; want %s", in, out, err, want)
+		}
+	}
+	if _, err := tasks.Echo(t.Context(), json.RawMessage(`{`)); !errors.Is(err, tasks.ErrInvalidInput) {
+		t.Errorf("Echo of malformed JSON = %v, want ErrInvalidInput", err)
+	}
+}
+
+func TestKindsIsACopy(t *testing.T) {
+	k := tasks.Kinds()
+	delete(k, "sleep")
+	if _, ok := tasks.Kinds()["sleep"]; !ok {
+		t.Error("Kinds shares its map between calls")
+	}
+}
+
+// FuzzValidateInput checks that any input gets a verdict without a panic,
+// that accepted sleep inputs are in range, and that rejections are
+// *InputErrors.
+func FuzzValidateInput(f *testing.F) {
+	for _, s := range []string{`{"seconds":30}`, `{"seconds":1,"fail":true}`, `{}`, `null`, `[`, `{"seconds":"1"}`, `{"x":1}`, `1e999`} {
+		f.Add("sleep", s)
+		f.Add("echo", s)
+	}
+	f.Fuzz(func(t *testing.T, kind, input string) {
+		err := tasks.ValidateInput(kind, json.RawMessage(input))
+		if kind != "sleep" && kind != "echo" {
+			if !errors.Is(err, tasks.ErrUnknownKind) {
+				t.Fatalf("kind %q: %v, want ErrUnknownKind", kind, err)
+			}
+			return
+		}
+		if err != nil {
+			var ie *tasks.InputError
+			if !errors.As(err, &ie) || ie.Kind != kind {
+				t.Fatalf("ValidateInput(%q, %q) = %v; want an *InputError of that kind", kind, input, err)
+			}
+			return
+		}
+		if kind == "sleep" {
+			in, err := tasks.ParseSleepInput(json.RawMessage(input))
+			if err != nil || in.Seconds < 0 || in.Seconds > tasks.MaxSleepSeconds {
+				t.Fatalf("accepted %q parses as %+v, %v", input, in, err)
+			}
+		}
+	})
+}
