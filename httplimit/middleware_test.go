@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +391,29 @@ func TestPeek(t *testing.T) {
 	}
 	if len(u) != 3 || u[0].Rule != "a" || u[0].Used != 1 || u[2].Rule != "b" || u[2].Remaining != 99 {
 		t.Fatalf("Peek = %+v", u)
+	}
+}
+
+// The match cache holds a few recent requests per slot; thousands of
+// distinct paths evict each other, and every answer stays that of the
+// ServeMux.
+func TestMatchCache(t *testing.T) {
+	m := mustNew(t, Config{Store: newMemstore(t, newClock()), Rules: []Rule{
+		rule(t, "task", "GET /v1/tasks/{id}", "100/minute"),
+		rule(t, "all", "/", "100/minute"),
+	}})
+	for round := range 2 {
+		for i := range 3000 {
+			target := "/v1/tasks/" + strconv.Itoa(i)
+			method := "GET"
+			if i%3 == 0 {
+				method = "POST"
+			}
+			r := httptest.NewRequest(method, target, nil)
+			got, want := m.match(r), m.matchMux(r)
+			if got != want || (method == "GET") != (got == 3) {
+				t.Fatalf("round %d: %s %s: cached %b, mux %b", round, method, target, got, want)
+			}
+		}
 	}
 }
