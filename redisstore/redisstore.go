@@ -226,8 +226,15 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.De
 		}
 		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
 	}
-	if len(vals) == 1 && vals[0] == -1 {
-		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
+	if len(vals) == 1 {
+		switch vals[0] {
+		case -1:
+			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
+		case -2:
+			// A client retried the request after losing its connection: the
+			// first attempt charged, and its verdict is lost.
+			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
+		}
 	}
 	if len(vals) != 1+5*m {
 		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: script returned %d values; expected %d", req.ID, len(vals), 1+5*m)

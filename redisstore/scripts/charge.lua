@@ -10,13 +10,20 @@
 -- ARGV[4]   m, the number of limits; then per limit: algorithm (f, s, l, g),
 --           count n, period p in µs, cost c
 --
--- Returns {-1} when the receipt id was voided (nothing charged), else
+-- Returns {-1} when the receipt id was voided (nothing charged), {-2} when
+-- it was charged before (a retried request; nothing more charged), else
 -- {allowed, then per limit: allowed, remaining, resetAfter, retryAfter,
 -- window}, all integers (µs for times), as internal/algo computes them.
 
 local now = clock(ARGV[1])
 local rk = KEYS[1]
-if redis.call('GET', rk) == 'v' then return {-1} end
+local mark = redis.call('GET', rk)
+if mark then
+  -- 'v': the id was voided. A trace: this id was charged already, by a
+  -- request that a client retried after losing the connection.
+  if mark == 'v' then return {-1} end
+  if string.sub(mark, 1, 1) == 't' then return {-2} end
+end
 
 local rid = ARGV[2]
 local tracettl = tonumber(ARGV[3])

@@ -1,0 +1,348 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/redistest"
+	"github.com/allowancehq/allowance/redisstore"
+	"github.com/redis/go-redis/v9"
+)
+
+// Proxy modes: what a proxy does to the traffic of its connections.
+const (
+	pass        int32 = iota // forward both ways
+	dropReply                // forward requests; swallow the reply and cut the connection
+	dropRequest              // swallow requests and cut the connection
+	stall                    // forward requests; hold replies until the mode changes
+)
+
+// proxy is a loopback TCP proxy in front of a real redis-server that can cut
+// or stall connections at chosen moments: the network failures after which a
+// client cannot know whether its command ran.
+type proxy struct {
+	ln       net.Listener
+	upstream string
+	mode     atomic.Int32
+	mu       sync.Mutex
+	conns    []net.Conn
+	wg       sync.WaitGroup
+}
+
+func newProxy(t *testing.T, upstream string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, upstream: upstream}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, u, true)
+		go p.pipe(u, c, false)
+	}
+}
+
+// pipe copies from src to dst, applying the mode: requests flow client to
+// server, replies server to client.
+func (p *proxy) pipe(src, dst net.Conn, requests bool) {
+	defer p.wg.Done()
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			mode := p.mode.Load()
+			for !requests && mode == stall {
+				time.Sleep(time.Millisecond)
+				mode = p.mode.Load()
+			}
+			switch {
+			case requests && mode == dropRequest, !requests && mode == dropReply:
+				return // the deferred Closes cut both sides
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+type clientKind struct {
+	name string
+	open func(t *testing.T, addr string, opts ...redisstore.Option) *redisstore.Store
+}
+
+var clientKinds = []clientKind{
+	{"rueidis", func(t *testing.T, addr string, opts ...redisstore.Option) *redisstore.Store {
+		s, err := redisstore.Open(context.Background(), "redis://"+addr, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}},
+	{"go-redis", func(t *testing.T, addr string, opts ...redisstore.Option) *redisstore.Store {
+		// go-redis retries commands after network errors by default; the
+		// charge script refuses a second charge of one id, so that is safe.
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { c.Close() })
+		s, err := redisstore.NewGoRedis(c, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}},
+}
+
+func limiter(t *testing.T, s allowance.Store, alg allowance.Algorithm) *allowance.Limiter {
+	t.Helper()
+	ls, err := allowance.ParseLimits("3/minute; 10/hour")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := allowance.NewLimiter(s, allowance.Rule{Name: "submit", Limits: ls, Algorithm: alg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func used(t *testing.T, l *allowance.Limiter, id string) int64 {
+	t.Helper()
+	u, err := l.Peek(context.Background(), id)
+	if err != nil {
+		t.Fatalf("peek: %v", err)
+	}
+	return u[0].Used
+}
+
+// TestUncertainReplyLost cuts the connection after Redis ran the charge
+// script: the check fails with ErrUncertain, and refunding its uncertain
+// receipt undoes the charge exactly once.
+func TestUncertainReplyLost(t *testing.T) {
+	addr := redistest.Server(t)
+	for _, kind := range clientKinds {
+		for _, alg := range allowance.Algorithms() {
+			t.Run(kind.name+"/"+alg.String(), func(t *testing.T) {
+				p := newProxy(t, addr)
+				prefix := redisstore.WithPrefix(freshPrefix())
+				l := limiter(t, kind.open(t, p.addr(), prefix), alg)
+				direct := limiter(t, kind.open(t, addr, prefix), alg)
+				ctx := context.Background()
+				if _, err := l.Check(ctx, "alice"); err != nil { // warm the connection
+					t.Fatal(err)
+				}
+				p.mode.Store(dropReply)
+				d, err := l.Check(ctx, "alice")
+				p.mode.Store(pass)
+				if !errors.Is(err, allowance.ErrUncertain) {
+					t.Fatalf("check with the reply lost: %v; want ErrUncertain", err)
+				}
+				if !d.Receipt.Uncertain() {
+					t.Fatal("receipt of an uncertain check is not uncertain")
+				}
+				if got := used(t, direct, "alice"); got != 2 {
+					t.Fatalf("used %d after the lost reply; want 2 (the script ran)", got)
+				}
+				// The receipt travels to another process and is refunded there.
+				b, err := d.Receipt.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var r allowance.Receipt
+				if err := r.UnmarshalBinary(b); err != nil {
+					t.Fatal(err)
+				}
+				res, err := direct.Refund(ctx, &r)
+				if err != nil || res.Outcome() != allowance.Restored {
+					t.Fatalf("refund of the uncertain receipt: %v %v; want restored", res.Outcome(), err)
+				}
+				if got := used(t, direct, "alice"); got != 1 {
+					t.Fatalf("used %d after the refund; want 1", got)
+				}
+				res, err = l.Refund(ctx, &d.Receipt)
+				if err != nil || res.Outcome() != allowance.AlreadyRefunded {
+					t.Fatalf("second refund: %v %v; want already_refunded", res.Outcome(), err)
+				}
+				if got := used(t, direct, "alice"); got != 1 {
+					t.Fatalf("used %d after the second refund; want 1", got)
+				}
+			})
+		}
+	}
+}
+
+// TestUncertainRequestLost cuts the connection before the request reaches
+// Redis: refunding the uncertain receipt voids its id, and the charge, should
+// it arrive late, is refused.
+func TestUncertainRequestLost(t *testing.T) {
+	addr := redistest.Server(t)
+	for _, kind := range clientKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			p := newProxy(t, addr)
+			prefix := redisstore.WithPrefix(freshPrefix())
+			s := kind.open(t, p.addr(), prefix)
+			direct := kind.open(t, addr, prefix)
+			l := limiter(t, s, allowance.SlidingWindow)
+			ctx := context.Background()
+			if err := s.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			p.mode.Store(dropRequest)
+			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: l.Rules()}
+			_, err := s.Charge(ctx, req)
+			p.mode.Store(pass)
+			if !errors.Is(err, allowance.ErrUncertain) {
+				t.Fatalf("charge with the request lost: %v; want ErrUncertain", err)
+			}
+			u := allowance.UncertainReceipt(req)
+			res, err := direct.Refund(ctx, &u, nil)
+			if err != nil || res.Outcome() != allowance.NotCharged {
+				t.Fatalf("refund of the lost charge: %v %v; want not_charged", res.Outcome(), err)
+			}
+			// The request arrives after all: it must not charge.
+			if _, err := direct.Charge(ctx, req); !errors.Is(err, allowance.ErrVoided) {
+				t.Fatalf("late charge of a voided id: %v; want ErrVoided", err)
+			}
+			if got := used(t, l, "bob"); got != 0 {
+				t.Fatalf("used %d; want 0", got)
+			}
+			res, err = direct.Refund(ctx, &u, nil)
+			if err != nil || res.Outcome() != allowance.AlreadyRefunded {
+				t.Fatalf("second refund: %v %v; want already_refunded", res.Outcome(), err)
+			}
+		})
+	}
+}
+
+// TestChargeIsNotRepeated sends one charge twice, as a client that retries
+// after a lost connection would: the second attempt charges nothing.
+func TestChargeIsNotRepeated(t *testing.T) {
+	addr := redistest.Server(t)
+	s := clientKinds[0].open(t, addr, redisstore.WithPrefix(freshPrefix()))
+	l := limiter(t, s, allowance.FixedWindow)
+	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "carol", Rules: l.Rules()}
+	ctx := context.Background()
+	if d, err := s.Charge(ctx, req); err != nil || !d.Allowed {
+		t.Fatalf("first charge: %v %v", d.Allowed, err)
+	}
+	if _, err := s.Charge(ctx, req); !errors.Is(err, allowance.ErrUncertain) {
+		t.Fatalf("repeated charge: %v; want ErrUncertain", err)
+	}
+	if got := used(t, l, "carol"); got != 1 {
+		t.Fatalf("used %d; want 1", got)
+	}
+}
+
+// TestDeadline stalls Redis's replies: a check returns when its context's
+// deadline passes, with an uncertain error that wraps the deadline.
+func TestDeadline(t *testing.T) {
+	addr := redistest.Server(t)
+	for _, kind := range clientKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			p := newProxy(t, addr)
+			s := kind.open(t, p.addr(), redisstore.WithPrefix(freshPrefix()))
+			l := limiter(t, s, allowance.GCRA)
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			p.mode.Store(stall)
+			defer p.mode.Store(pass)
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			_, err := l.Check(ctx, "dave")
+			if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, allowance.ErrUncertain) {
+				t.Fatalf("check past its deadline: %v; want DeadlineExceeded and ErrUncertain", err)
+			}
+		})
+	}
+}
+
+// TestServerDown stops Redis under a Store: checks fail with an error that
+// is not uncertain (nothing was sent), and work again, with the same Store,
+// once a server is back on the same port.
+func TestServerDown(t *testing.T) {
+	for _, kind := range clientKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			in := redistest.Start(t)
+			s := kind.open(t, in.Addr(), redisstore.WithPrefix(freshPrefix()))
+			l := limiter(t, s, allowance.SlidingLog)
+			ctx := context.Background()
+			if _, err := l.Check(ctx, "erin"); err != nil {
+				t.Fatal(err)
+			}
+			in.Stop()
+			for i := 0; i < 3; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := l.Check(ctx, "erin")
+				cancel()
+				if err == nil {
+					t.Fatal("check succeeded with the server stopped")
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("check with the server stopped waited for its deadline: %v", err)
+				}
+				if i > 0 && errors.Is(err, allowance.ErrUncertain) {
+					// The first attempt may find a connection the server cut
+					// while the request was in flight; later ones cannot connect.
+					t.Fatalf("check with the server stopped: %v; want an error that is not uncertain", err)
+				}
+			}
+			in.Restart()
+			var err error
+			for i := 0; i < 100; i++ {
+				var d allowance.Decision
+				if d, err = l.Check(ctx, "erin"); err == nil {
+					if !d.Allowed {
+						t.Fatal("check after the restart was denied")
+					}
+					break
+				}
+				time.Sleep(50 * time.Millisecond) // the client reconnects in the background
+			}
+			if err != nil {
+				t.Fatalf("check after the restart: %v", err)
+			}
+		})
+	}
+}
