@@ -23,25 +23,12 @@ func envName(name string) string {
 	return "TASKD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// parseFlags parses args into fs after setting every flag whose environment
-// variable is set, so that the command line wins over the environment. A bad
-// value, in either place, is a usageError naming where it came from.
+// parseFlags parses args into fs, then sets every flag that args did not set
+// from its environment variable, so that the command line wins over the
+// environment. A bad value, in either place, is a usageError naming where it
+// came from.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		v, ok := os.LookupEnv(envName(f.Name))
-		if !ok || envErr != nil {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = usagef("%s %s: environment variable %s=%q: %v", progName, fs.Name(), envName(f.Name), v, err)
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	// The flag package prints the error and the usage itself.
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage of %s %s:\n", progName, fs.Name())
 		fs.PrintDefaults()
@@ -56,7 +43,19 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("%s %s: unexpected argument %q; every option is a flag (see -h)", progName, fs.Name(), fs.Arg(0))
 	}
-	return nil
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok || given[f.Name] || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = usagef("%s %s: environment variable %s=%q: %v", progName, fs.Name(), envName(f.Name), v, err)
+		}
+	})
+	return envErr
 }
 
 const progName = "taskd"

@@ -21,6 +21,9 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
+	if err := checkDB(*db); err != nil {
+		return usagef("taskd keys create: %v", err)
+	}
 	if *user == "" {
 		return usagef("taskd keys create: -user is required: taskd keys create -user NAME")
 	}
@@ -52,6 +55,9 @@ func migrate(ctx context.Context, args []string, stderr io.Writer) error {
 	lf.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	if err := checkDB(*db); err != nil {
+		return usagef("taskd migrate: %v", err)
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

@@ -57,8 +57,9 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 		return f, usagef("taskd serve: -workers %d: expected 0 or more", f.workers)
 	case f.redis != "" && f.redisCluster != "":
 		return f, usagef("taskd serve: -redis and -redis-cluster are both set; expected at most one")
-	case f.db == "":
-		return f, usagef(`taskd serve: -db is empty; expected "sqlite:PATH" or "postgres://…"`)
+	}
+	if err := checkDB(f.db); err != nil {
+		return f, usagef("taskd serve: %v", err)
 	}
 	if _, _, err := net.SplitHostPort(f.addr); err != nil {
 		return f, usagef("taskd serve: -addr %q: expected host:port, such as 127.0.0.1:8080", f.addr)
@@ -214,6 +215,20 @@ func openTasks(ctx context.Context, dsn string) (tasks.Store, error) {
 		return nil, fmt.Errorf("migrate task database: %w", err)
 	}
 	return store, nil
+}
+
+// checkDB reports a -db value that names no task database taskdb can open.
+func checkDB(dsn string) error {
+	switch {
+	case dsn == "":
+		return fmt.Errorf(`-db is empty; expected "sqlite:PATH" or "postgres://…"`)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"), strings.HasPrefix(dsn, "sqlite:"):
+		return nil
+	case strings.Contains(dsn, "://"):
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return fmt.Errorf(`-db: unknown scheme %q; expected "sqlite:PATH" or "postgres://…"`, scheme)
+	}
+	return nil
 }
 
 func dbKind(dsn string) string {

@@ -1,0 +1,495 @@
+package main
+
+// End-to-end tests: they build the taskd binary, run it on a free loopback
+// port against real stores (SQLite or PostgreSQL for tasks; memory, Redis or
+// a Redis Cluster for limits) and talk HTTP to it, as a user would.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance/internal/pgtest"
+	"github.com/allowancehq/allowance/internal/redistest"
+)
+
+// taskdBin is the binary TestMain built.
+var taskdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "taskd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	taskdBin = filepath.Join(dir, "taskd")
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		gobin = "go"
+	}
+	build := exec.Command(gobin, "build", "-o", taskdBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build taskd:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// e2eConfig is the configuration of the end-to-end runs. create-task uses a
+// sliding log over an hour, which is exact and has no window boundary for a
+// test to cross, so "Remaining unchanged" and "decreased by exactly 1" are
+// exact statements whatever the wall clock does.
+const e2eConfig = `
+server:
+  shutdown_timeout: 5s
+  lease: 10s
+rules:
+  - name: create-task
+    match: POST /v1/tasks
+    limits: 100/hour
+    algorithm: sliding-log
+    refund_on: [conflict]
+  - name: read
+    match: GET /v1/
+    limits: 1000/minute
+`
+
+const createLimit = 100
+
+// daemon is a running taskd process.
+type daemon struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	base string // http://127.0.0.1:port
+	logs *logBuffer
+	done chan struct{}
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// writeConfig writes the end-to-end configuration and returns its path.
+func writeConfig(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "taskd.yaml")
+	if err := os.WriteFile(p, []byte(e2eConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// start runs taskd serve with args on a free port and waits until it
+// listens. Cleanup stops it with SIGTERM and checks that it exits 0.
+func start(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	args = append([]string{"serve", "-addr", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug"}, args...)
+	cmd := exec.Command(taskdBin, args...)
+	cmd.Env = cleanEnv()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(d.logs, line)
+			var rec struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "taskd listening" {
+				addr <- rec.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); close(d.done) }()
+	select {
+	case a := <-addr:
+		d.base = "http://" + a
+	case err := <-exited:
+		t.Fatalf("taskd %s exited before listening: %v\n%s", strings.Join(args, " "), err, d.logs)
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("taskd did not listen within 30s\n%s", d.logs)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-d.done
+			t.Errorf("taskd did not stop within 20s of SIGTERM\n%s", d.logs)
+			return
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("taskd exited with %d after SIGTERM, want 0\n%s", code, d.logs)
+		}
+		if t.Failed() {
+			t.Logf("taskd logs:\n%s", d.logs)
+		}
+	})
+	return d
+}
+
+// cleanEnv is the test's environment without TASKD_ variables, so that a
+// developer's settings cannot change what the tests run.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TASKD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// createKey runs taskd keys create and returns the key it prints.
+func createKey(t *testing.T, db, user string) string {
+	t.Helper()
+	cmd := exec.Command(taskdBin, "keys", "create", "-user", user, "-db", db)
+	cmd.Env = cleanEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("taskd keys create -user %s: %v\n%s", user, err, stderr.String())
+	}
+	out := stdout.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasSuffix(out, "\n") || !strings.HasPrefix(lines[0], "tk_") || len(lines[0]) != 46 {
+		t.Fatalf("taskd keys create printed %q; want one line with a tk_ key", out)
+	}
+	return lines[0]
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+var client = &http.Client{Timeout: 20 * time.Second}
+
+func (d *daemon) do(method, path, key, body string) reply {
+	d.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, d.base+path, rd)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		d.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return reply{res.StatusCode, res.Header, b}
+}
+
+func (r reply) want(t *testing.T, status int) reply {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+	ct := r.header.Get("Content-Type")
+	if status >= 400 && ct != "application/problem+json" {
+		t.Fatalf("error %d has Content-Type %q, want application/problem+json", status, ct)
+	}
+	return r
+}
+
+func (r reply) decode(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+	return m
+}
+
+func (r reply) remaining(t *testing.T) int {
+	t.Helper()
+	n, err := strconv.Atoi(r.header.Get("X-RateLimit-Remaining"))
+	if err != nil {
+		t.Fatalf("X-RateLimit-Remaining %q: %v", r.header.Get("X-RateLimit-Remaining"), err)
+	}
+	return n
+}
+
+// createUsed returns how much of create-task's limit user has used, from
+// GET /v1/ratelimit (which charges only the read rule).
+func (d *daemon) createUsed(key string) int {
+	d.t.Helper()
+	var body struct {
+		Limits []struct {
+			Rule string `json:"rule"`
+			Used int    `json:"used"`
+		} `json:"limits"`
+	}
+	r := d.do("GET", "/v1/ratelimit", key, "").want(d.t, http.StatusOK)
+	if err := json.Unmarshal(r.body, &body); err != nil {
+		d.t.Fatal(err)
+	}
+	for _, l := range body.Limits {
+		if l.Rule == "create-task" {
+			return l.Used
+		}
+	}
+	d.t.Fatalf("GET /v1/ratelimit has no create-task limit: %s", r.body)
+	return 0
+}
+
+// metric returns the value of the sample named exactly series (name and
+// labels as /metrics prints them), or 0 when absent.
+func (d *daemon) metric(series string) float64 {
+	d.t.Helper()
+	r := d.do("GET", "/metrics", "", "").want(d.t, http.StatusOK)
+	for line := range strings.SplitSeq(string(r.body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				d.t.Fatalf("metric line %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+const sleepLong = `{"kind":"sleep","input":{"seconds":60}}`
+
+// scenario is the story every backend must tell the same way.
+func scenario(t *testing.T, db string, limitArgs ...string) {
+	alice := createKey(t, db, "alice")
+	bob := createKey(t, db, "bob")
+	carol := createKey(t, db, "carol")
+	d := start(t, append([]string{"-db", db, "-config", writeConfig(t), "-workers", "2"}, limitArgs...)...)
+
+	d.do("GET", "/healthz", "", "").want(t, http.StatusOK)
+	ready := d.do("GET", "/readyz", "", "").want(t, http.StatusOK).decode(t)
+	if checks, _ := ready["checks"].(map[string]any); checks["database"] != "ok" || (len(limitArgs) > 0 && checks["limits"] != "ok") {
+		t.Fatalf("readyz: %v", ready)
+	}
+
+	// 401: no key, a malformed key, an unknown key.
+	d.do("GET", "/v1/tasks", "", "").want(t, http.StatusUnauthorized)
+	d.do("POST", "/v1/tasks", "not-a-key", sleepLong).want(t, http.StatusUnauthorized)
+	d.do("POST", "/v1/tasks", "tk_"+strings.Repeat("A", 43), sleepLong).want(t, http.StatusUnauthorized)
+
+	// Submit: 202, Location, one attempt charged.
+	r := d.do("POST", "/v1/tasks", alice, sleepLong).want(t, http.StatusAccepted)
+	task := r.decode(t)
+	id, _ := task["id"].(string)
+	if r.header.Get("Location") != "/v1/tasks/"+id || task["kind"] != "sleep" || task["created_at"] == nil {
+		t.Fatalf("202: %s, Location %q", r.body, r.header.Get("Location"))
+	}
+	left := r.remaining(t)
+	if left != createLimit-1 {
+		t.Fatalf("remaining after the first submit: %d, want %d", left, createLimit-1)
+	}
+
+	// Submit again while it is active: 409 naming it, budget unchanged.
+	for i := range 4 {
+		r = d.do("POST", "/v1/tasks", alice, `{"kind":"echo","input":"again"}`).want(t, http.StatusConflict)
+		if p := r.decode(t); p["active_task_id"] != id {
+			t.Fatalf("409 #%d: %s, want active_task_id %s", i, r.body, id)
+		}
+		if got := r.remaining(t); got != left {
+			t.Fatalf("409 #%d shows X-RateLimit-Remaining %d, want the unchanged %d", i, got, left)
+		}
+	}
+	if used := d.createUsed(alice); used != 1 {
+		t.Fatalf("after 1 submit and 4 conflicts create-task used = %d, want 1", used)
+	}
+
+	// Another user's task is not found; the owner sees it.
+	d.do("GET", "/v1/tasks/"+id, bob, "").want(t, http.StatusNotFound)
+	d.do("POST", "/v1/tasks/"+id+"/cancel", bob, "").want(t, http.StatusNotFound)
+	d.do("GET", "/v1/tasks/"+id, alice, "").want(t, http.StatusOK)
+
+	// 400s and a 413, each with a message that says what is wrong.
+	for _, c := range []struct{ body, want string }{
+		{`{"kind": "sleep", "input": {"seconds": 1}`, "Malformed JSON"},
+		{`{"kind":"juggle"}`, `"juggle"`},
+		{`{"kind":"sleep","input":{"seconds":-5}}`, "seconds"},
+	} {
+		p := d.do("POST", "/v1/tasks", carol, c.body).want(t, http.StatusBadRequest).decode(t)
+		if detail, _ := p["detail"].(string); !strings.Contains(detail, c.want) {
+			t.Errorf("400 for %s: detail %q does not contain %q", c.body, detail, c.want)
+		}
+	}
+	big := `{"kind":"echo","input":"` + strings.Repeat("x", 70<<10) + `"}`
+	d.do("POST", "/v1/tasks", carol, big).want(t, http.StatusRequestEntityTooLarge)
+
+	// Cancel frees the slot; the next submit is charged again.
+	d.do("POST", "/v1/tasks/"+id+"/cancel", alice, "").want(t, http.StatusOK)
+	r = d.do("POST", "/v1/tasks", alice, sleepLong).want(t, http.StatusAccepted)
+	if got := r.remaining(t); got != left-1 {
+		t.Fatalf("submit after cancel shows X-RateLimit-Remaining %d, want %d", got, left-1)
+	}
+	id2, _ := r.decode(t)["id"].(string)
+	d.do("POST", "/v1/tasks/"+id2+"/cancel", alice, "").want(t, http.StatusOK)
+
+	// 40 concurrent submits: one task, one charge.
+	concurrentSubmits(t, []*daemon{d}, alice, 3)
+
+	// Refunds and checks show in the metrics, and refunds in the logs.
+	if v := d.metric(`allowance_http_refunds_total{outcome="restored",rule="create-task"}`); v < 4+39 {
+		t.Errorf("refunds restored = %v, want at least 43", v)
+	}
+	// 1 submit, 4 conflicts, 3 bad requests, 1 too large, 1 submit, 40.
+	if v := d.metric(`allowance_http_checks_total{outcome="allowed",rule="create-task"}`); v != 50 {
+		t.Errorf("checks allowed = %v, want 50", v)
+	}
+	if v := d.metric(`taskd_task_submits_total{outcome="conflict"}`); v != 4+39 {
+		t.Errorf("conflict submits = %v, want 43", v)
+	}
+	if logs := d.logs.String(); !strings.Contains(logs, `"msg":"rate limit refunded"`) || !strings.Contains(logs, `"reason":"conflict"`) {
+		t.Errorf("no DEBUG log of a conflict refund in:\n%s", logs)
+	}
+}
+
+// concurrentSubmits sends 40 submits of user key at once, to one or several
+// daemons in turn, while the user has no active task. Exactly one must be
+// accepted and the others refused with 409, and only the accepted one stays
+// charged: create-task's usage must then be usedAfter, one more than before.
+// It cancels the accepted task.
+//
+// The budget (100/hour) leaves room for all 40 charges at once: each request
+// is charged before its handler runs and refunded before its 409 is
+// written, so with less room than concurrent requests some would get 429.
+func concurrentSubmits(t *testing.T, ds []*daemon, key string, usedAfter int) {
+	t.Helper()
+	const n = 40
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		accepted []string
+		ready    = make(chan struct{})
+	)
+	for i := range n {
+		d := ds[i%len(ds)]
+		wg.Go(func() {
+			<-ready
+			r := d.do("POST", "/v1/tasks", key, sleepLong)
+			mu.Lock()
+			defer mu.Unlock()
+			statuses[r.status]++
+			if r.status == http.StatusAccepted {
+				var task struct{ ID string }
+				_ = json.Unmarshal(r.body, &task)
+				accepted = append(accepted, task.ID)
+			}
+		})
+	}
+	close(ready)
+	wg.Wait()
+	if statuses[http.StatusAccepted] != 1 || statuses[http.StatusConflict] != n-1 {
+		t.Fatalf("40 concurrent submits answered %v; want one 202 and 39 409", statuses)
+	}
+	for _, d := range ds {
+		if used := d.createUsed(key); used != usedAfter {
+			t.Fatalf("after 40 concurrent submits create-task used = %d, want %d: only the accepted one is charged", used, usedAfter)
+		}
+	}
+	ds[0].do("POST", "/v1/tasks/"+accepted[0]+"/cancel", key, "").want(t, http.StatusOK)
+}
+
+func TestE2EMemorySQLite(t *testing.T) {
+	t.Parallel()
+	scenario(t, "sqlite:"+filepath.Join(t.TempDir(), "taskd.db"))
+}
+
+func TestE2ERedis(t *testing.T) {
+	t.Parallel()
+	addr := redistest.Server(t)
+	scenario(t, "sqlite:"+filepath.Join(t.TempDir(), "taskd.db"), "-redis", "redis://"+addr+"/0")
+}
+
+func TestE2ERedisCluster(t *testing.T) {
+	t.Parallel()
+	addrs := redistest.Cluster(t)
+	scenario(t, "sqlite:"+filepath.Join(t.TempDir(), "taskd.db"), "-redis-cluster", strings.Join(addrs, ","))
+}
+
+func TestE2EPostgres(t *testing.T) {
+	t.Parallel()
+	scenario(t, pgtest.DB(t))
+}
+
+// Two taskd replicas sharing PostgreSQL for tasks and Redis for limits:
+// concurrent submits spread over both still create one task and charge once,
+// and a conflict on one replica is refunded in the budget both see.
+func TestE2EReplicas(t *testing.T) {
+	t.Parallel()
+	db := pgtest.DB(t)
+	redis := "redis://" + redistest.Server(t) + "/0"
+	key := createKey(t, db, "alice")
+	cfg := writeConfig(t)
+	a := start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "1")
+	b := start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "1")
+
+	r := a.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted)
+	left := r.remaining(t)
+	id, _ := r.decode(t)["id"].(string)
+	r = b.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusConflict)
+	if got := r.remaining(t); got != left {
+		t.Fatalf("409 on the other replica shows remaining %d, want %d", got, left)
+	}
+	b.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK)
+	b.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
+	concurrentSubmits(t, []*daemon{a, b}, key, 2)
+}
