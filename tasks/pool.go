@@ -22,6 +22,8 @@ const (
 	// writeTimeout bounds the store writes that end a run (Finish,
 	// Release), which must happen even while the pool stops.
 	writeTimeout = 10 * time.Second
+	// maxClaimBackoff bounds the wait after failed claims.
+	maxClaimBackoff = 5 * time.Second
 )
 
 // Causes of a canceled run context.
@@ -250,20 +252,29 @@ func (p *Pool) Run(ctx context.Context) error {
 }
 
 // work claims and runs tasks until ctx is done.
+// After a failed claim it waits twice as long as after the last one, up
+// to maxClaimBackoff, so a store that is down is not hammered nor the log
+// flooded.
 func (p *Pool) work(ctx, hard context.Context) {
+	backoff := p.poll
 	for ctx.Err() == nil {
 		t, ok, err := p.store.Claim(ctx, p.owner, p.lease)
+		pause := p.poll
 		switch {
 		case err != nil && ctx.Err() == nil:
-			p.log.Error("claim task", "err", err)
+			p.log.Error("claim task", "err", err, "retry_in", backoff)
+			pause, backoff = backoff, min(2*backoff, max(maxClaimBackoff, p.poll))
 		case ok:
+			backoff = p.poll
 			p.run(hard, t)
 			continue
+		default:
+			backoff = p.poll
 		}
 		select {
 		case <-ctx.Done():
 		case <-p.wake:
-		case <-time.After(p.poll):
+		case <-time.After(pause):
 		}
 	}
 }
