@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +35,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	taskdBin = filepath.Join(dir, "taskd")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	build := exec.Command(gobin, "build", "-o", taskdBin, ".")
+	// go test puts its own GOROOT/bin first on PATH, so this is the go
+	// command running the tests.
+	build := exec.Command("go", "build", "-o", taskdBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build taskd:", err)
@@ -492,4 +489,83 @@ func TestE2EReplicas(t *testing.T) {
 	b.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK)
 	b.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
 	concurrentSubmits(t, []*daemon{a, b}, key, 2)
+}
+
+// With refund_on: [worker_failure], a task that fails in its worker gives
+// its submit's attempt back, and the task records the refund's outcome.
+func TestE2EWorkerFailureRefund(t *testing.T) {
+	t.Parallel()
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	conf := strings.Replace(e2eConfig, "refund_on: [conflict]", "refund_on: [conflict, worker_failure]", 1)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, db, "alice")
+	d := start(t, "-db", db, "-config", cfg, "-workers", "1")
+
+	ok := d.do("POST", "/v1/tasks", key, `{"kind":"echo","input":1}`).want(t, http.StatusAccepted).decode(t)
+	failing := d.do("POST", "/v1/tasks", key, `{"kind":"sleep","input":{"seconds":0,"fail":true}}`)
+	for failing.status == http.StatusConflict { // the echo task is still active
+		time.Sleep(20 * time.Millisecond)
+		failing = d.do("POST", "/v1/tasks", key, `{"kind":"sleep","input":{"seconds":0,"fail":true}}`)
+	}
+	id, _ := failing.want(t, http.StatusAccepted).decode(t)["id"].(string)
+	var task map[string]any
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		task = d.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+		if task["refund_outcome"] != nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if task["status"] != "failed" || task["refund_outcome"] != "restored" {
+		t.Fatalf("failed task: %v; want status failed and refund_outcome restored", task)
+	}
+	succeeded := d.do("GET", "/v1/tasks/"+ok["id"].(string), key, "").want(t, http.StatusOK).decode(t)
+	if succeeded["status"] != "succeeded" || succeeded["refund_outcome"] != nil {
+		t.Fatalf("succeeded task: %v; want no refund", succeeded)
+	}
+	if used := d.createUsed(key); used != 1 {
+		t.Fatalf("create-task used = %d after one success and one refunded failure, want 1", used)
+	}
+	if v := d.metric(`allowance_http_refunds_total{outcome="restored",rule="create-task"}`); v != 1 {
+		t.Errorf("restored refunds = %v, want 1", v)
+	}
+}
+
+// SIGTERM hands a running task back to the queue; the next process runs it.
+func TestE2EShutdownKeepsTasks(t *testing.T) {
+	t.Parallel()
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.Replace(e2eConfig, "shutdown_timeout: 5s", "shutdown_timeout: 200ms", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, db, "alice")
+	d := start(t, "-db", db, "-config", cfg, "-workers", "1")
+	id, _ := d.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted).decode(t)["id"].(string)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := d.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)["status"]
+		if st == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task still %v after 15s", st)
+		}
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d after SIGTERM\n%s", code, d.logs)
+	}
+
+	d2 := start(t, "-db", db, "-config", cfg, "-workers", "0")
+	task := d2.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+	if task["status"] != "queued" {
+		t.Fatalf("after a graceful stop the running task is %v, want queued again", task["status"])
+	}
+	d2.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusConflict)
+	d2.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
 }
