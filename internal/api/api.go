@@ -222,7 +222,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, err := auth.Bearer(r)
 		if err != nil {
-			unauthorized(w, r, err.Error()+".")
+			unauthorized(w, r, upperFirst(err.Error())+".")
 			return
 		}
 		user, err := s.store.UserByAPIKey(r.Context(), auth.Hash(key))

@@ -257,9 +257,9 @@ func TestUnauthorized(t *testing.T) {
 	e := newEnv(t, config.Default().Rules, 0)
 	unknown, _ := auth.NewKey()
 	for _, tt := range []struct{ name, header, want string }{
-		{"no header", "", "no API key"},
+		{"no header", "", "No API key"},
 		{"basic", "Basic YTpi", "Bearer <key>"},
-		{"malformed", "Bearer nope", "malformed API key"},
+		{"malformed", "Bearer nope", "Malformed API key"},
 		{"unknown", "Bearer " + unknown, "Unknown API key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
