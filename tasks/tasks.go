@@ -113,6 +113,38 @@ type Task struct {
 	// RefundOutcome is "" until a refund was made for the task, then the
 	// allowance.Outcome string of that refund.
 	RefundOutcome string `json:"refund_outcome,omitempty"`
+
+	// The durable refund record. Finish (failed) and Reap (stuck) of a task
+	// with a Receipt queue a refund in the same write: RefundReason becomes
+	// RefundWorkerFailure or RefundStuck and RefundState pending, so the
+	// refund survives a crash; a Refunder then works it off (ClaimRefund,
+	// FinishRefund, RetryRefund, AbandonRefund).
+	RefundReason   string      `json:"refund_reason,omitempty"`
+	RefundState    RefundState `json:"refund_state,omitempty"`
+	RefundAttempts int         `json:"-"` // refund attempts started
+	RefundDue      *time.Time  `json:"-"` // pending: when the next attempt may start
+	RefundError    string      `json:"-"` // the last failed attempt's error
+}
+
+// Refund reasons a task store records; they match taskd's refund_on names.
+const (
+	RefundWorkerFailure = "worker_failure" // the task failed in its worker
+	RefundStuck         = "stuck"          // the task's lease ran out too often
+)
+
+// RefundState is where a task's durable refund record stands.
+type RefundState string
+
+// The refund states; "" means no refund was queued.
+const (
+	RefundPending   RefundState = "pending"   // queued, not yet done
+	RefundDone      RefundState = "done"      // made; RefundOutcome says how it went
+	RefundAbandoned RefundState = "abandoned" // given up after repeated failures
+)
+
+// RefundCounts counts tasks by refund state, for metrics.
+type RefundCounts struct {
+	Pending, Done, Abandoned int
 }
 
 // ErrNotFound means no such task (or API key). A task of another user is
@@ -132,6 +164,11 @@ var ErrNotActive = errors.New("task is not active")
 // Heartbeat, Finish and Release return it; the worker must stop the task
 // and write nothing.
 var ErrLeaseLost = errors.New("task lease lost")
+
+// ErrNoPendingRefund means the task has no pending refund: none was
+// queued, or it was done or abandoned already (perhaps by another
+// process). FinishRefund, RetryRefund and AbandonRefund return it.
+var ErrNoPendingRefund = errors.New("task has no pending refund")
 
 // ActiveTaskError is the error of a Create for a user who has an active
 // task. errors.Is(err, ErrActiveTask) holds.
@@ -223,8 +260,10 @@ type Store interface {
 
 	// Finish ends owner's running task id with st (succeeded or failed),
 	// output (valid JSON or empty) and errMsg, and returns the finished
-	// task. It fails with ErrLeaseLost when owner no longer holds the
-	// lease, and ErrNotFound for an unknown id; any other st is an error.
+	// task. A failed task with a receipt gets a pending refund
+	// (RefundWorkerFailure) in the same write. It fails with ErrLeaseLost
+	// when owner no longer holds the lease, and ErrNotFound for an unknown
+	// id; any other st is an error.
 	Finish(ctx context.Context, id, owner string, st Status, output json.RawMessage, errMsg string) (Task, error)
 
 	// Release hands owner's running task id back to the queue (queued, no
@@ -235,13 +274,37 @@ type Store interface {
 	// Reap ends the leases that ran out before now. A task that was
 	// claimed fewer than maxAttempts times goes back to queued; the others
 	// become stuck (final, with an Error saying why), which frees the
-	// user's slot. It returns the tasks it changed, in their new state.
+	// user's slot, and get a pending refund (RefundStuck) when they carry
+	// a receipt. It returns the tasks it changed, in their new state.
 	// maxAttempts < 1 is taken as 1.
 	Reap(ctx context.Context, maxAttempts int) ([]Task, error)
 
 	// SetRefundOutcome records the outcome of the refund made for task id
-	// (any user's). ErrNotFound for an unknown id.
+	// (any user's) and marks its refund record done (see Task.RefundState),
+	// whatever its state. ErrNotFound for an unknown id.
 	SetRefundOutcome(ctx context.Context, id, outcome string) error
+
+	// ClaimRefund takes the pending refund due first (RefundDue ≤ now),
+	// counts an attempt and moves RefundDue to now+lease, so that no other
+	// claimer takes it while this one works; it returns the task and true,
+	// or false when no refund is due.
+	ClaimRefund(ctx context.Context, lease time.Duration) (Task, bool, error)
+
+	// FinishRefund marks task id's pending refund done with outcome (stored
+	// as RefundOutcome). ErrNoPendingRefund when it is not pending.
+	FinishRefund(ctx context.Context, id, outcome string) error
+
+	// RetryRefund keeps task id's refund pending, due again after the
+	// given delay, and records errMsg as RefundError. ErrNoPendingRefund
+	// when it is not pending.
+	RetryRefund(ctx context.Context, id string, after time.Duration, errMsg string) error
+
+	// AbandonRefund gives task id's pending refund up, recording errMsg.
+	// ErrNoPendingRefund when it is not pending.
+	AbandonRefund(ctx context.Context, id, errMsg string) error
+
+	// CountRefunds counts the tasks in each refund state.
+	CountRefunds(ctx context.Context) (RefundCounts, error)
 
 	// CreateAPIKey stores the hash of a new API key of userID. Store only
 	// a hash (e.g. SHA-256), never the key. A hash that exists is an

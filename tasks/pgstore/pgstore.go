@@ -158,7 +158,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // columns of a task, in the order scanTask reads them.
 const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
-	attempts, lease_owner, lease_expires, receipt, refund_outcome`
+	attempts, lease_owner, lease_expires, receipt, refund_outcome,
+	refund_reason, refund_state, refund_attempts, refund_due, refund_error`
 
 // Create stores a new queued task; see tasks.Store.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
@@ -306,9 +307,11 @@ func (s *Store) Finish(ctx context.Context, id, owner string, st tasks.Status, o
 		outArg = string(out)
 	}
 	t, err := scanTask(s.pool.QueryRow(ctx, `UPDATE tasks
-		SET status = $1, output = $2, error = $3, finished_at = $4, lease_owner = NULL, lease_expires = NULL
+		SET status = $1, output = $2, error = $3, finished_at = $4, lease_owner = NULL, lease_expires = NULL,
+			`+queueRefund("$7", "$8", "$4")+`
 		WHERE id = $5 AND lease_owner = $6 AND status = 'running'
-		RETURNING `+columns, string(st), outArg, errMsg, backend.Time(s.now()), id, owner))
+		RETURNING `+columns, string(st), outArg, errMsg, backend.Time(s.now()), id, owner,
+		st == tasks.StatusFailed, tasks.RefundWorkerFailure))
 	if err == nil {
 		return t, nil
 	}
@@ -354,8 +357,9 @@ func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error)
 			var t tasks.Task
 			if e.Attempts >= maxAttempts {
 				t, err = scanTask(tx.QueryRow(ctx, `UPDATE tasks
-					SET status = 'stuck', error = $1, finished_at = $2, lease_owner = NULL, lease_expires = NULL
-					WHERE id = $3 RETURNING `+columns, backend.StuckError(e.Attempts), now, e.ID))
+					SET status = 'stuck', error = $1, finished_at = $2, lease_owner = NULL, lease_expires = NULL,
+						`+queueRefund("true", "$4", "$2")+`
+					WHERE id = $3 RETURNING `+columns, backend.StuckError(e.Attempts), now, e.ID, tasks.RefundStuck))
 			} else {
 				t, err = scanTask(tx.QueryRow(ctx, `UPDATE tasks
 					SET status = 'queued', lease_owner = NULL, lease_expires = NULL
@@ -376,7 +380,8 @@ func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error)
 
 // SetRefundOutcome records a refund's outcome; see tasks.Store.
 func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET refund_outcome = $1 WHERE id = $2`, outcome, id)
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET refund_outcome = $1, refund_state = 'done', refund_due = NULL
+		WHERE id = $2`, outcome, id)
 	if err != nil {
 		return fmt.Errorf("set refund outcome of task %s: %w", id, err)
 	}
@@ -384,6 +389,76 @@ func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error 
 		return fmt.Errorf("set refund outcome of task %s: %w", id, tasks.ErrNotFound)
 	}
 	return nil
+}
+
+// queueRefund returns the SET clause that queues a refund for reason, due
+// at due, when queue (SQL expressions) is true and the task has a receipt.
+func queueRefund(queue, reason, due string) string {
+	when := "CASE WHEN " + queue + " AND receipt IS NOT NULL THEN "
+	return `refund_state = ` + when + `'pending' ELSE refund_state END,
+		refund_reason = ` + when + reason + ` ELSE refund_reason END,
+		refund_due = ` + when + due + ` ELSE refund_due END`
+}
+
+// ClaimRefund takes the pending refund due first; see tasks.Store.
+func (s *Store) ClaimRefund(ctx context.Context, lease time.Duration) (tasks.Task, bool, error) {
+	if err := backend.CheckLease("claim refund", "refunder", lease); err != nil {
+		return tasks.Task{}, false, err
+	}
+	now := backend.Time(s.now())
+	t, err := scanTask(s.pool.QueryRow(ctx, `UPDATE tasks
+		SET refund_attempts = refund_attempts + 1, refund_due = $1
+		WHERE seq = (SELECT seq FROM tasks WHERE refund_state = 'pending' AND refund_due <= $2
+			ORDER BY refund_due, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, now.Add(lease), now))
+	if errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, false, nil
+	}
+	if err != nil {
+		return tasks.Task{}, false, fmt.Errorf("claim refund: %w", err)
+	}
+	return t, true, nil
+}
+
+// FinishRefund marks a pending refund done; see tasks.Store.
+func (s *Store) FinishRefund(ctx context.Context, id, outcome string) error {
+	return s.endRefund(ctx, "finish refund of task "+id, `refund_state = 'done', refund_outcome = $2, refund_due = NULL`, id, outcome)
+}
+
+// RetryRefund schedules a pending refund again; see tasks.Store.
+func (s *Store) RetryRefund(ctx context.Context, id string, after time.Duration, errMsg string) error {
+	return s.endRefund(ctx, "retry refund of task "+id, `refund_due = $2, refund_error = $3`, id, backend.Time(s.now().Add(after)), errMsg)
+}
+
+// AbandonRefund gives a pending refund up; see tasks.Store.
+func (s *Store) AbandonRefund(ctx context.Context, id, errMsg string) error {
+	return s.endRefund(ctx, "abandon refund of task "+id, `refund_state = 'abandoned', refund_error = $2, refund_due = NULL`, id, errMsg)
+}
+
+// endRefund applies set to task id ($1) if its refund is pending.
+func (s *Store) endRefund(ctx context.Context, what, set string, args ...any) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET `+set+` WHERE id = $1 AND refund_state = 'pending'`, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", what, tasks.ErrNoPendingRefund)
+	}
+	return nil
+}
+
+// CountRefunds counts tasks by refund state; see tasks.Store.
+func (s *Store) CountRefunds(ctx context.Context) (tasks.RefundCounts, error) {
+	var c tasks.RefundCounts
+	err := s.pool.QueryRow(ctx, `SELECT
+			count(*) FILTER (WHERE refund_state = 'pending'),
+			count(*) FILTER (WHERE refund_state = 'done'),
+			count(*) FILTER (WHERE refund_state = 'abandoned')
+		FROM tasks WHERE refund_state <> ''`).Scan(&c.Pending, &c.Done, &c.Abandoned)
+	if err != nil {
+		return tasks.RefundCounts{}, fmt.Errorf("count refunds: %w", err)
+	}
+	return c, nil
 }
 
 // CreateAPIKey stores a key hash for userID; see tasks.Store.
@@ -429,14 +504,15 @@ func leaseResult(what string, tag pgconn.CommandTag, err error) error {
 // scanTask reads one task; no row is tasks.ErrNotFound.
 func scanTask(row pgx.Row) (tasks.Task, error) {
 	var (
-		t                               tasks.Task
-		input, output                   []byte
-		status                          string
-		leaseOwner                      *string
-		started, finished, leaseExpires *time.Time
+		t                                          tasks.Task
+		input, output                              []byte
+		status, refundState                        string
+		leaseOwner                                 *string
+		started, finished, leaseExpires, refundDue *time.Time
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &t.CreatedAt, &started, &finished,
-		&t.Attempts, &leaseOwner, &leaseExpires, &t.Receipt, &t.RefundOutcome)
+		&t.Attempts, &leaseOwner, &leaseExpires, &t.Receipt, &t.RefundOutcome,
+		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tasks.Task{}, tasks.ErrNotFound
 	}
@@ -449,7 +525,8 @@ func scanTask(row pgx.Row) (tasks.Task, error) {
 		t.Output = output
 	}
 	t.CreatedAt = t.CreatedAt.UTC()
-	t.StartedAt, t.FinishedAt, t.LeaseExpires = utc(started), utc(finished), utc(leaseExpires)
+	t.StartedAt, t.FinishedAt, t.LeaseExpires, t.RefundDue = utc(started), utc(finished), utc(leaseExpires), utc(refundDue)
+	t.RefundState = tasks.RefundState(refundState)
 	if leaseOwner != nil {
 		t.LeaseOwner = *leaseOwner
 	}

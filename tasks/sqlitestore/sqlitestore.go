@@ -198,7 +198,8 @@ func appliedVersions(ctx context.Context, tx *sql.Tx) ([]int, error) {
 
 // columns of a task, in the order scanTask reads them.
 const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
-	attempts, lease_owner, lease_expires, receipt, refund_outcome`
+	attempts, lease_owner, lease_expires, receipt, refund_outcome,
+	refund_reason, refund_state, refund_attempts, refund_due, refund_error`
 
 // Create stores a new queued task; see tasks.Store.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
@@ -343,10 +344,13 @@ func (s *Store) Finish(ctx context.Context, id, owner string, st tasks.Status, o
 	var t tasks.Task
 	err = s.write(ctx, "finish task "+id, func(tx *sql.Tx) error {
 		var err error
+		now := micros(s.now())
 		t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
-			SET status = ?, output = ?, error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL
+			SET status = ?, output = ?, error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,
+				`+queueRefund+`
 			WHERE id = ? AND lease_owner = ? AND status = 'running'
-			RETURNING `+columns, string(st), text(out), errMsg, micros(s.now()), id, owner))
+			RETURNING `+columns, slices.Concat([]any{string(st), text(out), errMsg, now},
+			refundArgs(st == tasks.StatusFailed, tasks.RefundWorkerFailure, now), []any{id, owner})...))
 		if !errors.Is(err, tasks.ErrNotFound) {
 			return err
 		}
@@ -403,8 +407,10 @@ func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error)
 			var t tasks.Task
 			if e.attempts >= maxAttempts {
 				t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
-					SET status = 'stuck', error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL
-					WHERE id = ? RETURNING `+columns, backend.StuckError(e.attempts), now, e.id))
+					SET status = 'stuck', error = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,
+						`+queueRefund+`
+					WHERE id = ? RETURNING `+columns, slices.Concat([]any{backend.StuckError(e.attempts), now},
+					refundArgs(true, tasks.RefundStuck, now), []any{e.id})...))
 			} else {
 				t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
 					SET status = 'queued', lease_owner = NULL, lease_expires = NULL
@@ -426,7 +432,8 @@ func (s *Store) Reap(ctx context.Context, maxAttempts int) ([]tasks.Task, error)
 // SetRefundOutcome records a refund's outcome; see tasks.Store.
 func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error {
 	return s.write(ctx, "set refund outcome of task "+id, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET refund_outcome = ? WHERE id = ?`, outcome, id)
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET refund_outcome = ?, refund_state = 'done', refund_due = NULL
+			WHERE id = ?`, outcome, id)
 		if err != nil {
 			return err
 		}
@@ -437,6 +444,88 @@ func (s *Store) SetRefundOutcome(ctx context.Context, id, outcome string) error 
 		}
 		return nil
 	})
+}
+
+// queueRefund is the SET clause that queues a refund when the task has a
+// receipt; its arguments come from refundArgs.
+const queueRefund = `refund_state = CASE WHEN ? AND receipt IS NOT NULL THEN 'pending' ELSE refund_state END,
+	refund_reason = CASE WHEN ? AND receipt IS NOT NULL THEN ? ELSE refund_reason END,
+	refund_due = CASE WHEN ? AND receipt IS NOT NULL THEN ? ELSE refund_due END`
+
+// refundArgs are the arguments of queueRefund: queue a refund for reason,
+// due at due (Unix microseconds), if queue is true.
+func refundArgs(queue bool, reason string, due int64) []any {
+	return []any{queue, queue, reason, queue, due}
+}
+
+// ClaimRefund takes the pending refund due first; see tasks.Store.
+func (s *Store) ClaimRefund(ctx context.Context, lease time.Duration) (tasks.Task, bool, error) {
+	if err := backend.CheckLease("claim refund", "refunder", lease); err != nil {
+		return tasks.Task{}, false, err
+	}
+	now := s.now()
+	var t tasks.Task
+	err := s.write(ctx, "claim refund", func(tx *sql.Tx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, `UPDATE tasks
+			SET refund_attempts = refund_attempts + 1, refund_due = ?
+			WHERE seq = (SELECT seq FROM tasks WHERE refund_state = 'pending' AND refund_due <= ? ORDER BY refund_due, seq LIMIT 1)
+			RETURNING `+columns, micros(now.Add(lease)), micros(now)))
+		return err
+	})
+	if errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, false, nil
+	}
+	if err != nil {
+		return tasks.Task{}, false, err
+	}
+	return t, true, nil
+}
+
+// FinishRefund marks a pending refund done; see tasks.Store.
+func (s *Store) FinishRefund(ctx context.Context, id, outcome string) error {
+	return s.endRefund(ctx, "finish refund of task "+id, `refund_state = 'done', refund_outcome = ?, refund_due = NULL`, outcome, id)
+}
+
+// RetryRefund schedules a pending refund again; see tasks.Store.
+func (s *Store) RetryRefund(ctx context.Context, id string, after time.Duration, errMsg string) error {
+	return s.endRefund(ctx, "retry refund of task "+id, `refund_due = ?, refund_error = ?`, micros(s.now().Add(after)), errMsg, id)
+}
+
+// AbandonRefund gives a pending refund up; see tasks.Store.
+func (s *Store) AbandonRefund(ctx context.Context, id, errMsg string) error {
+	return s.endRefund(ctx, "abandon refund of task "+id, `refund_state = 'abandoned', refund_error = ?, refund_due = NULL`, errMsg, id)
+}
+
+// endRefund applies set to task id (the last argument) if its refund is
+// pending.
+func (s *Store) endRefund(ctx context.Context, what, set string, args ...any) error {
+	return s.write(ctx, what, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET `+set+` WHERE id = ? AND refund_state = 'pending'`, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return tasks.ErrNoPendingRefund
+		}
+		return nil
+	})
+}
+
+// CountRefunds counts tasks by refund state; see tasks.Store.
+func (s *Store) CountRefunds(ctx context.Context) (tasks.RefundCounts, error) {
+	var c tasks.RefundCounts
+	err := s.r.QueryRowContext(ctx, `SELECT
+			COALESCE(SUM(refund_state = 'pending'), 0),
+			COALESCE(SUM(refund_state = 'done'), 0),
+			COALESCE(SUM(refund_state = 'abandoned'), 0)
+		FROM tasks WHERE refund_state <> ''`).Scan(&c.Pending, &c.Done, &c.Abandoned)
+	if err != nil {
+		return tasks.RefundCounts{}, fmt.Errorf("count refunds: %w", err)
+	}
+	return c, nil
 }
 
 // CreateAPIKey stores a key hash for userID; see tasks.Store.
@@ -511,15 +600,16 @@ type scanner interface{ Scan(dest ...any) error }
 // scanTask reads one task; no row is tasks.ErrNotFound.
 func scanTask(row scanner) (tasks.Task, error) {
 	var (
-		t                               tasks.Task
-		input, status                   string
-		output, leaseOwner              sql.NullString
-		created                         int64
-		started, finished, leaseExpires sql.NullInt64
-		receipt                         []byte
+		t                                          tasks.Task
+		input, status, refundState                 string
+		output, leaseOwner                         sql.NullString
+		created                                    int64
+		started, finished, leaseExpires, refundDue sql.NullInt64
+		receipt                                    []byte
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &created, &started, &finished,
-		&t.Attempts, &leaseOwner, &leaseExpires, &receipt, &t.RefundOutcome)
+		&t.Attempts, &leaseOwner, &leaseExpires, &receipt, &t.RefundOutcome,
+		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError)
 	if errors.Is(err, sql.ErrNoRows) {
 		return tasks.Task{}, tasks.ErrNotFound
 	}
@@ -536,6 +626,8 @@ func scanTask(row scanner) (tasks.Task, error) {
 	t.FinishedAt = optTime(finished)
 	t.LeaseOwner = leaseOwner.String
 	t.LeaseExpires = optTime(leaseExpires)
+	t.RefundState = tasks.RefundState(refundState)
+	t.RefundDue = optTime(refundDue)
 	if len(receipt) > 0 {
 		t.Receipt = receipt
 	}

@@ -94,6 +94,8 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"Release", testRelease},
 		{"ReapRequeuesThenStuck", testReap},
 		{"RefundOutcome", testRefundOutcome},
+		{"RefundQueue", testRefundQueue},
+		{"ConcurrentRefundClaims", testConcurrentRefundClaims},
 		{"APIKeys", testAPIKeys},
 	}
 	for _, tc := range tests {
@@ -814,5 +816,168 @@ func testAPIKeys(s *suite) {
 	}
 	if err := s.s.CreateAPIKey(s.ctx, "carol", nil); err == nil {
 		s.t.Errorf("CreateAPIKey without a hash: no error")
+	}
+}
+
+// endTask creates a task of user, with a receipt when receipt is true,
+// claims it and finishes it with st.
+func (s *suite) endTask(user string, receipt bool, st tasks.Status) tasks.Task {
+	s.t.Helper()
+	t := tasks.Task{UserID: user, Kind: "echo"}
+	if receipt {
+		t.Receipt = []byte("receipt of " + user)
+	}
+	if _, err := s.s.Create(s.ctx, t); err != nil {
+		s.t.Fatalf("Create: %v", err)
+	}
+	c := s.claim("w", time.Minute)
+	done, err := s.s.Finish(s.ctx, c.ID, "w", st, nil, "it broke")
+	if err != nil {
+		s.t.Fatalf("Finish: %v", err)
+	}
+	return done
+}
+
+func (s *suite) counts(want tasks.RefundCounts) {
+	s.t.Helper()
+	got, err := s.s.CountRefunds(s.ctx)
+	if err != nil || got != want {
+		s.t.Errorf("CountRefunds = %+v, %v; want %+v", got, err, want)
+	}
+}
+
+func testRefundQueue(s *suite) {
+	s.counts(tasks.RefundCounts{})
+	alice := s.endTask("alice", true, tasks.StatusFailed)
+	if alice.RefundState != tasks.RefundPending || alice.RefundReason != tasks.RefundWorkerFailure ||
+		alice.RefundDue == nil || !alice.RefundDue.Equal(s.now()) || alice.RefundAttempts != 0 {
+		s.t.Errorf("failed task with a receipt = %+v; want a pending worker_failure refund due now", alice)
+	}
+	for _, tc := range []struct {
+		user    string
+		receipt bool
+		st      tasks.Status
+	}{{"bob", false, tasks.StatusFailed}, {"carol", true, tasks.StatusSucceeded}} {
+		if got := s.endTask(tc.user, tc.receipt, tc.st); got.RefundState != "" || got.RefundReason != "" || got.RefundDue != nil {
+			s.t.Errorf("%s task (receipt %v) = %+v; want no refund queued", tc.st, tc.receipt, got)
+		}
+	}
+	s.clock.Advance(time.Second)
+	if _, err := s.s.Create(s.ctx, tasks.Task{UserID: "dave", Kind: "echo", Receipt: []byte{1}}); err != nil {
+		s.t.Fatal(err)
+	}
+	s.claim("w", time.Minute)
+	s.clock.Advance(2 * time.Minute)
+	reaped, err := s.s.Reap(s.ctx, 1)
+	if err != nil || len(reaped) != 1 {
+		s.t.Fatalf("Reap = %v, %v", ids(reaped), err)
+	}
+	dave := reaped[0]
+	if dave.RefundState != tasks.RefundPending || dave.RefundReason != tasks.RefundStuck || dave.RefundDue == nil || !dave.RefundDue.Equal(s.now()) {
+		s.t.Errorf("stuck task with a receipt = %+v; want a pending stuck refund due now", dave)
+	}
+	s.counts(tasks.RefundCounts{Pending: 2})
+
+	lease := time.Minute
+	first, ok, err := s.s.ClaimRefund(s.ctx, lease)
+	if err != nil || !ok || first.ID != alice.ID || first.RefundAttempts != 1 || !first.RefundDue.Equal(s.now().Add(lease)) {
+		s.t.Fatalf("ClaimRefund = %+v, %v, %v; want alice's (due first), attempt 1, due in a minute", first, ok, err)
+	}
+	second, ok, err := s.s.ClaimRefund(s.ctx, lease)
+	if err != nil || !ok || second.ID != dave.ID {
+		s.t.Fatalf("second ClaimRefund = %v, %v, %v; want dave's", second.ID, ok, err)
+	}
+	if got, ok, err := s.s.ClaimRefund(s.ctx, lease); ok || err != nil {
+		s.t.Fatalf("ClaimRefund with every refund claimed = %v, %v, %v; want nothing", got.ID, ok, err)
+	}
+	if err := s.s.RetryRefund(s.ctx, alice.ID, 10*time.Second, "limits store down"); err != nil {
+		s.t.Fatalf("RetryRefund: %v", err)
+	}
+	if got := s.get("alice", alice.ID); got.RefundState != tasks.RefundPending || got.RefundError != "limits store down" ||
+		!got.RefundDue.Equal(s.now().Add(10*time.Second)) {
+		s.t.Errorf("after RetryRefund = %+v; want pending, due in 10s, with the error", got)
+	}
+	if got, ok, _ := s.s.ClaimRefund(s.ctx, lease); ok {
+		s.t.Fatalf("ClaimRefund before the retry is due = %v", got.ID)
+	}
+	s.clock.Advance(11 * time.Second)
+	again, ok, err := s.s.ClaimRefund(s.ctx, lease)
+	if err != nil || !ok || again.ID != alice.ID || again.RefundAttempts != 2 {
+		s.t.Fatalf("ClaimRefund after the retry delay = %v attempt %d, %v, %v; want alice's, attempt 2", again.ID, again.RefundAttempts, ok, err)
+	}
+	if err := s.s.FinishRefund(s.ctx, alice.ID, "refunded"); err != nil {
+		s.t.Fatalf("FinishRefund: %v", err)
+	}
+	if got := s.get("alice", alice.ID); got.RefundState != tasks.RefundDone || got.RefundOutcome != "refunded" || got.RefundDue != nil {
+		s.t.Errorf("after FinishRefund = %+v; want done, outcome refunded", got)
+	}
+	if err := s.s.FinishRefund(s.ctx, alice.ID, "refunded"); !errors.Is(err, tasks.ErrNoPendingRefund) {
+		s.t.Errorf("second FinishRefund: %v, want ErrNoPendingRefund", err)
+	}
+	if err := s.s.AbandonRefund(s.ctx, dave.ID, "gave up after 2 tries"); err != nil {
+		s.t.Fatalf("AbandonRefund: %v", err)
+	}
+	if got := s.get("dave", dave.ID); got.RefundState != tasks.RefundAbandoned || got.RefundError != "gave up after 2 tries" {
+		s.t.Errorf("after AbandonRefund = %+v; want abandoned with the error", got)
+	}
+	for name, err := range map[string]error{
+		"RetryRefund of an abandoned refund": s.s.RetryRefund(s.ctx, dave.ID, time.Second, "x"),
+		"AbandonRefund of a done refund":     s.s.AbandonRefund(s.ctx, alice.ID, "x"),
+		"FinishRefund of a task without one": s.s.FinishRefund(s.ctx, tasks.NewID(), "x"),
+	} {
+		if !errors.Is(err, tasks.ErrNoPendingRefund) {
+			s.t.Errorf("%s: %v, want ErrNoPendingRefund", name, err)
+		}
+	}
+	s.counts(tasks.RefundCounts{Done: 1, Abandoned: 1})
+
+	// A refund made another way (SetRefundOutcome) ends the record too.
+	erin := s.endTask("erin", true, tasks.StatusFailed)
+	if err := s.s.SetRefundOutcome(s.ctx, erin.ID, "refunded"); err != nil {
+		s.t.Fatal(err)
+	}
+	if got := s.get("erin", erin.ID); got.RefundState != tasks.RefundDone {
+		s.t.Errorf("after SetRefundOutcome the refund is %q, want done", got.RefundState)
+	}
+	if got, ok, _ := s.s.ClaimRefund(s.ctx, lease); ok {
+		s.t.Errorf("ClaimRefund after SetRefundOutcome = %v, want nothing", got.ID)
+	}
+}
+
+func testConcurrentRefundClaims(s *suite) {
+	const n, claimers = 12, 4
+	for i := range n {
+		s.endTask(fmt.Sprintf("u%d", i), true, tasks.StatusFailed)
+	}
+	stores := []tasks.Store{s.s, s.store()}
+	var mu sync.Mutex
+	claims := map[string]int{}
+	var wg sync.WaitGroup
+	for c := range claimers {
+		st := stores[c%len(stores)]
+		wg.Go(func() {
+			for {
+				t, ok, err := st.ClaimRefund(s.ctx, time.Minute)
+				if err != nil {
+					s.t.Errorf("ClaimRefund: %v", err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				claims[t.ID]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(claims) != n {
+		s.t.Errorf("%d refunds claimed, want %d", len(claims), n)
+	}
+	for id, c := range claims {
+		if c != 1 {
+			s.t.Errorf("refund of %s claimed %d times", id, c)
+		}
 	}
 }

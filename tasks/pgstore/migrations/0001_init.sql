@@ -15,7 +15,14 @@ CREATE TABLE tasks (
     lease_owner    text,
     lease_expires  timestamptz,
     receipt        bytea,
-    refund_outcome text        NOT NULL DEFAULT ''
+    refund_outcome text        NOT NULL DEFAULT '',
+    -- The durable refund record: a failed or stuck task with a receipt is
+    -- queued for a refund (pending) in the same write that ends it.
+    refund_reason   text        NOT NULL DEFAULT '',
+    refund_state    text        NOT NULL DEFAULT '' CHECK (refund_state IN ('', 'pending', 'done', 'abandoned')),
+    refund_attempts integer     NOT NULL DEFAULT 0,
+    refund_due      timestamptz,
+    refund_error    text        NOT NULL DEFAULT ''
 );
 
 -- One active task per user: a second queued or running task of a user
@@ -24,6 +31,7 @@ CREATE UNIQUE INDEX tasks_one_active_per_user ON tasks (user_id) WHERE status IN
 CREATE INDEX tasks_by_user ON tasks (user_id, seq);
 CREATE INDEX tasks_queue ON tasks (seq) WHERE status = 'queued';
 CREATE INDEX tasks_leases ON tasks (lease_expires) WHERE status = 'running';
+CREATE INDEX tasks_refunds_due ON tasks (refund_due) WHERE refund_state = 'pending';
 
 CREATE TABLE api_keys (
     key_hash   bytea       PRIMARY KEY,
