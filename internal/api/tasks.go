@@ -102,7 +102,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := tasks.ValidateInput(req.Kind, req.Input); err != nil {
 		s.submits.WithLabelValues("invalid").Inc()
-		badRequest(w, r, upperFirst(err.Error())+".")
+		badRequest(w, r, err.Error()+".")
 		return
 	}
 	t := tasks.Task{UserID: user(r), Kind: req.Kind, Input: req.Input}
