@@ -28,8 +28,9 @@ const benchUsers = 1000
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 
 // serveParallel sends GET /v1/tasks through h from every benchmark
-// goroutine, each as one of benchUsers users (header X-User), with an
-// httptest recorder whose header map is cleared per request.
+// goroutine, each as one of benchUsers users (header X-User), with a new
+// httptest recorder per request, as a server has a new header map per
+// response.
 func serveParallel(b *testing.B, h http.Handler) {
 	b.Helper()
 	var next atomic.Int64
@@ -42,23 +43,21 @@ func serveParallel(b *testing.B, h http.Handler) {
 			r.Header.Set("X-User", "user-"+strconv.FormatInt(next.Add(1)%benchUsers, 10))
 			users[i] = r
 		}
-		w := httptest.NewRecorder()
 		i := 0
 		for pb.Next() {
-			clear(w.Header())
-			h.ServeHTTP(w, users[i%len(users)])
+			h.ServeHTTP(httptest.NewRecorder(), users[i%len(users)])
 			i++
 		}
 	})
 }
 
-func newAllowance(b *testing.B, store allowance.Store) http.Handler {
+func newAllowance(b *testing.B, store allowance.Store, alg allowance.Algorithm) http.Handler {
 	b.Helper()
 	m, err := httplimit.New(httplimit.Config{
 		Store: store,
 		Key:   httplimit.FromHeader("X-User"),
 		Rules: []httplimit.Rule{{
-			Rule:  allowance.Rule{Name: "read", Limits: allowance.Limits{{Count: 1_000_000_000, Period: time.Hour}}, Algorithm: allowance.SlidingWindow},
+			Rule:  allowance.Rule{Name: "read", Limits: allowance.Limits{{Count: 1_000_000_000, Period: time.Hour}}, Algorithm: alg},
 			Match: "GET /v1/",
 		}},
 	})
@@ -77,7 +76,7 @@ func BenchmarkHTTP(b *testing.B) {
 	b.Run("impl=allowance-memstore", func(b *testing.B) {
 		store := memstore.New()
 		defer store.Close()
-		serveParallel(b, newAllowance(b, store))
+		serveParallel(b, newAllowance(b, store, allowance.SlidingWindow))
 	})
 	b.Run("impl=httprate", func(b *testing.B) {
 		h := httprate.Limit(1_000_000_000, time.Hour, httprate.WithKeyFuncs(func(r *http.Request) (string, error) {
@@ -90,8 +89,8 @@ func BenchmarkHTTP(b *testing.B) {
 // BenchmarkHTTPRedis compares, in one run over one redis-server of its own
 // (started by internal/redistest), httplimit over redisstore (rueidis,
 // auto-pipelined) and github.com/ulule/limiter/v3's net/http middleware over
-// go-redis, with 32 concurrent requests per CPU so that both can pipeline or
-// pool as they would under load.
+// go-redis, both counting in fixed windows, with 32 concurrent requests per
+// CPU so that both can pipeline or pool as they would under load.
 func BenchmarkHTTPRedis(b *testing.B) {
 	addr := redistest.Server(b)
 	b.Run("impl=allowance-redis", func(b *testing.B) {
@@ -101,7 +100,7 @@ func BenchmarkHTTPRedis(b *testing.B) {
 		}
 		defer s.Close()
 		b.SetParallelism(32)
-		serveParallel(b, newAllowance(b, s))
+		serveParallel(b, newAllowance(b, s, allowance.FixedWindow))
 	})
 	b.Run("impl=ulule-redis", func(b *testing.B) {
 		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})

@@ -2,10 +2,10 @@
 // it): a trivial handler, bare or behind a rate limiter, so that wrk can
 // compare requests per second.
 //
-//	loadserver -mode bare|memstore|redis|ulule [-addr 127.0.0.1:8090] [-redis 127.0.0.1:6379]
+//	loadserver -mode bare|memstore|redis|ulule [-algorithm sliding-window] [-addr 127.0.0.1:8090] [-redis 127.0.0.1:6379] [-cpuprofile file]
 //
 // memstore and redis put httplimit in front of the handler (one rule, one
-// sliding-window limit, identity from the X-User header); ulule puts
+// limit counted with -algorithm, identity from the X-User header); ulule puts
 // github.com/ulule/limiter/v3's net/http middleware over Redis in front of it
 // (fixed window, same header). Limits are high enough that nothing is denied:
 // the test measures the cost of checking, not of refusing.
