@@ -24,6 +24,14 @@
 // concurrent submits, even from several processes sharing one database,
 // create exactly one task; the others get an [*ActiveTaskError] naming it.
 //
+// # Refunds
+//
+// A task carries the receipt of the submit that created it. When it fails
+// in its worker or gets stuck, the store queues a refund in the same write
+// (Task.RefundState pending), so no crash loses it; a [Refunder] in any
+// process claims it, refunds through its RefundFunc, and records done,
+// pending again after a backoff, or abandoned.
+//
 // # Backends
 //
 // Package tasks/sqlitestore keeps tasks in SQLite (pure Go, the embedded
