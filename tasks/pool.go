@@ -137,8 +137,10 @@ func WithOwner(name string) PoolOption {
 // a task it finished (succeeded or failed) and a task its reaper marked
 // stuck, with the task as stored. It is not called for tasks canceled by
 // their user or handed back to the queue. taskd uses it to refund the
-// task's receipt after a worker failure. f runs on the worker's goroutine
-// with a context that the pool's stop does not cancel; keep it short.
+// task's receipt after a worker failure (the store has also queued a
+// durable refund record for it; see Refunder). f runs on a pool goroutine
+// (the worker's, or the reaper's for a stuck task) with a context that the
+// pool's stop does not cancel; keep it short.
 func WithOnFinish(f func(ctx context.Context, t Task)) PoolOption {
 	return func(p *Pool) { p.onFinish = f }
 }
