@@ -90,6 +90,10 @@ func (st *state) refund(ctx context.Context, reason string, declarative bool) (a
 		return allowance.RefundResult{}, ErrNotApplied
 	}
 	if st.refunded {
+		if declarative {
+			// The handler refunded already; the status changes nothing.
+			return allowance.RefundResult{}, nil
+		}
 		res := allowance.RefundResult{ReceiptID: r.ID, Charges: make([]allowance.ChargeOutcome, r.Len())}
 		for i := range res.Charges {
 			res.Charges[i] = allowance.ChargeOutcome{Charge: r.Charge(i), Outcome: allowance.AlreadyRefunded}

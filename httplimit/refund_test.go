@@ -142,6 +142,26 @@ func testRefunds(t *testing.T, f factory) {
 		}
 	})
 
+	// An explicit refund before a RefundOn status: the status adds nothing.
+	t.Run("explicit and declarative", func(t *testing.T) {
+		e := newEnv(t, f, createTask(t, http.StatusConflict))
+		h := e.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := Refund(r.Context(), "active task exists"); err != nil {
+				t.Errorf("Refund: %v", err)
+			}
+			w.WriteHeader(http.StatusConflict)
+		}))
+		if w := do(h, "POST", "/v1/tasks", "alice"); w.Header().Get("X-RateLimit-Remaining") != "5" {
+			t.Fatalf("remaining %q; want 5", w.Header().Get("X-RateLimit-Remaining"))
+		}
+		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "duplicate"); r != 1 || d != 0 {
+			t.Fatalf("restored %v duplicate %v; want 1 and 0", r, d)
+		}
+		if n := len(e.logs.records(t, "rate limit refunded")); n != 1 {
+			t.Fatalf("%d refund logs; want 1", n)
+		}
+	})
+
 	// Many goroutines refunding one request reach the store once.
 	t.Run("concurrent refunds of one request", func(t *testing.T) {
 		e := newEnv(t, f, createTask(t))
