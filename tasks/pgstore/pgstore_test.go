@@ -21,3 +21,13 @@ func TestConformance(t *testing.T) {
 		}
 	}, storetest.Options{})
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) tasks.Store {
+		s, err := pgstore.Open(b.Context(), pgtest.DB(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}

@@ -67,3 +67,13 @@ func TestMemory(t *testing.T) {
 		t.Errorf("Get = %+v, %v", got, err)
 	}
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) tasks.Store {
+		s, err := sqlitestore.Open(b.Context(), filepath.Join(b.TempDir(), "tasks.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}
