@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 )
 
 // Algorithm says how a limit counts. Every Store implements every algorithm with
@@ -209,6 +208,3 @@ func validateRules(rules []Rule) error {
 	}
 	return nil
 }
-
-// micros converts a duration of whole microseconds to time.Duration.
-func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }

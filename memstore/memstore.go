@@ -15,7 +15,10 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"maps"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/allowancehq/allowance"
@@ -25,7 +28,8 @@ import (
 // Store is an in-process allowance.Store. Create it with New; Close stops its
 // sweeper.
 type Store struct {
-	now    func() time.Time
+	now    func() int64 // µs
+	sys    *systemClock // the default clock, re-anchored by the sweeper
 	seed   maphash.Seed
 	shards []shard
 	mask   uint64
@@ -39,15 +43,74 @@ var _ allowance.Store = (*Store)(nil)
 
 type shard struct {
 	mu       sync.Mutex
-	ids      map[string]*identity
+	ids      map[uint64]*identity          // by the identity's hash; collisions chained
 	refunded map[allowance.ReceiptID]int64 // receipt → µs after which its record may go
 	voided   map[allowance.ReceiptID]int64
-	_        [40]byte // keep shards' mutexes on separate cache lines
+	last     int64    // latest time seen, µs: the shard's clock never goes back
+	_        [24]byte // keep shards' mutexes on separate cache lines
+}
+
+// clock returns now, or the latest time the shard has seen if that is later.
+// The time is read before the lock is taken, to keep the critical section
+// short; this keeps it monotonic per identity all the same, so that a window
+// is never rolled back and the log stays in order, also when the system
+// clock steps back.
+func (sh *shard) clock(now int64) int64 {
+	if now < sh.last {
+		return sh.last
+	}
+	sh.last = now
+	return now
 }
 
 // identity holds one identity's usage: a slot per rule, limit and algorithm.
 type identity struct {
-	slots []slot
+	key   string
+	next  *identity // another identity of the same hash
+	slots []slot    // buf's, until more are needed
+	buf   [2]slot   // in the same allocation, to spare a cache miss a check
+}
+
+// lookup returns the identity key of hash h, or nil. The map is keyed by the
+// hash computed outside the lock, which makes the lookup under the lock
+// cheaper than hashing the string again.
+func (sh *shard) lookup(h uint64, key string) *identity {
+	for id := sh.ids[h]; id != nil; id = id.next {
+		if id.key == key {
+			return id
+		}
+	}
+	return nil
+}
+
+// insert adds an empty identity for key, of hash h, with room for n slots.
+func (sh *shard) insert(h uint64, key string, n int) *identity {
+	id := &identity{key: strings.Clone(key), next: sh.ids[h]}
+	id.slots = id.buf[:0]
+	if n > len(id.buf) {
+		id.slots = make([]slot, 0, n)
+	}
+	sh.ids[h] = id
+	return id
+}
+
+// remove drops identity id of hash h.
+func (sh *shard) remove(h uint64, id *identity) {
+	p := sh.ids[h]
+	if p == id {
+		if id.next == nil {
+			delete(sh.ids, h)
+		} else {
+			sh.ids[h] = id.next
+		}
+		return
+	}
+	for ; p != nil; p = p.next {
+		if p.next == id {
+			p.next = id.next
+			return
+		}
+	}
 }
 
 // guardAlg marks a slot that counts refunds for a rule's refund guard.
@@ -62,6 +125,36 @@ type slot struct {
 	log     *algo.Log
 }
 
+// systemClock reads the wall clock in µs from one monotonic clock reading a
+// call: time.Now reads two clocks, and on some machines each read costs as
+// much as the rest of a check. It is anchored to the wall clock when created
+// and again at every sweep, so it follows adjustments of the wall clock within
+// a sweep interval.
+type systemClock struct {
+	base atomic.Pointer[clockAnchor]
+}
+
+type clockAnchor struct {
+	t  time.Time // with its monotonic reading
+	us int64     // t's wall clock in µs
+}
+
+func newSystemClock() *systemClock {
+	c := &systemClock{}
+	c.anchor()
+	return c
+}
+
+func (c *systemClock) anchor() {
+	t := time.Now()
+	c.base.Store(&clockAnchor{t: t, us: t.UnixMicro()})
+}
+
+func (c *systemClock) micros() int64 {
+	a := c.base.Load()
+	return a.us + int64(time.Since(a.t)/time.Microsecond)
+}
+
 type config struct {
 	now    func() time.Time
 	shards int
@@ -71,8 +164,10 @@ type config struct {
 // Option configures a Store.
 type Option func(*config)
 
-// WithClock makes the store read time from now instead of time.Now. Tests
-// pass a fake clock to step through windows without sleeping.
+// WithClock makes the store read time from now instead of the system clock.
+// Tests pass a fake clock to step through windows without sleeping. The
+// store's time never goes back for an identity: a clock that steps back reads
+// as the latest time already seen.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
 // WithShards sets the number of shards, rounded up to a power of two; the
@@ -86,7 +181,7 @@ func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.swee
 
 // New returns a Store.
 func New(opts ...Option) *Store {
-	cfg := config{now: time.Now, shards: 256, sweep: time.Minute}
+	cfg := config{shards: 256, sweep: time.Minute}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -94,9 +189,16 @@ func New(opts ...Option) *Store {
 	for n < cfg.shards {
 		n <<= 1
 	}
-	s := &Store{now: cfg.now, seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	s := &Store{seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	if cfg.now != nil {
+		now := cfg.now
+		s.now = func() int64 { return now().UnixMicro() }
+	} else {
+		s.sys = newSystemClock()
+		s.now = s.sys.micros
+	}
 	for i := range s.shards {
-		s.shards[i].ids = make(map[string]*identity)
+		s.shards[i].ids = make(map[uint64]*identity)
 	}
 	if cfg.sweep > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -126,6 +228,9 @@ func (s *Store) sweeper(every time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if s.sys != nil {
+				s.sys.anchor()
+			}
 			s.Sweep()
 		}
 	}
@@ -135,34 +240,60 @@ func (s *Store) sweeper(every time.Duration) {
 // the current time.
 func (s *Store) Sweep() {
 	for i := range s.shards {
-		now := s.now().UnixMicro()
 		sh := &s.shards[i]
+		now := s.now()
 		sh.mu.Lock()
-		for k, id := range sh.ids {
-			live := id.slots[:0]
-			for _, sl := range id.slots {
-				if sl.expires > now {
-					live = append(live, sl)
+		now = sh.clock(now)
+		dropped := false
+		for h, first := range sh.ids {
+			for id := first; id != nil; id = id.next {
+				live := id.slots[:0]
+				for _, sl := range id.slots {
+					if sl.expires > now {
+						live = append(live, sl)
+					}
+				}
+				clear(id.slots[len(live):])
+				id.slots = live
+				if len(live) == 0 {
+					sh.remove(h, id)
+					dropped = true
 				}
 			}
-			clear(id.slots[len(live):])
-			id.slots = live
-			if len(live) == 0 {
-				delete(sh.ids, k)
-			}
 		}
-		for k, exp := range sh.refunded {
-			if exp <= now {
-				delete(sh.refunded, k)
-			}
+		if dropped {
+			sh.ids = maps.Clone(sh.ids)
 		}
-		for k, exp := range sh.voided {
-			if exp <= now {
-				delete(sh.voided, k)
-			}
-		}
+		sh.refunded = sweepRecords(sh.refunded, now)
+		sh.voided = sweepRecords(sh.voided, now)
 		sh.mu.Unlock()
 	}
+}
+
+// sweepRecords returns the receipt records of m that have not expired at
+// now. It copies them to a new map rather than deleting from m: a map that
+// has seen many deletions keeps them as tombstones, which lengthen every
+// later lookup.
+func sweepRecords(m map[allowance.ReceiptID]int64, now int64) map[allowance.ReceiptID]int64 {
+	live := 0
+	for _, exp := range m {
+		if exp > now {
+			live++
+		}
+	}
+	switch live {
+	case len(m):
+		return m
+	case 0:
+		return nil
+	}
+	out := make(map[allowance.ReceiptID]int64, live)
+	for k, exp := range m {
+		if exp > now {
+			out[k] = exp
+		}
+	}
+	return out
 }
 
 // Len returns the number of identities and receipt records held: what memory
@@ -171,15 +302,21 @@ func (s *Store) Len() (identities, receipts int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		identities += len(sh.ids)
+		for _, id := range sh.ids {
+			for ; id != nil; id = id.next {
+				identities++
+			}
+		}
 		receipts += len(sh.refunded) + len(sh.voided)
 		sh.mu.Unlock()
 	}
 	return identities, receipts
 }
 
-func (s *Store) shard(id string) *shard {
-	return &s.shards[maphash.String(s.seed, id)&s.mask]
+// locate returns identity's shard and hash.
+func (s *Store) locate(identity string) (*shard, uint64) {
+	h := maphash.String(s.seed, identity)
+	return &s.shards[h>>32&s.mask], h
 }
 
 // find returns the index of the slot for rule, limit and algorithm, or -1.
@@ -208,10 +345,70 @@ const (
 
 // Charge charges req.Identity against every limit of req.Rules, all or
 // nothing, under the identity's shard lock.
-func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.Decision, error) {
+//
+// A single limit, the common case, is judged and charged in one evaluation,
+// here rather than in a function of its own so that the Decision is built
+// in place, not copied.
+func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.Decision, err error) {
 	if err := ctx.Err(); err != nil {
-		return allowance.Decision{}, fmt.Errorf("memstore: charge: %w", err)
+		return d, fmt.Errorf("memstore: charge: %w", err)
 	}
+	if len(req.Rules) != 1 || len(req.Rules[0].Limits) != 1 {
+		return s.chargeMany(req)
+	}
+	r := &req.Rules[0]
+	l := r.Limits[0]
+	c := r.Amount()
+	d = allowance.NewDecision(req)
+	sh, h := s.locate(req.Identity)
+	now := s.now()
+
+	sh.mu.Lock()
+	if len(sh.voided) > 0 {
+		if _, ok := sh.voided[req.ID]; ok {
+			sh.mu.Unlock()
+			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
+		}
+	}
+	now = sh.clock(now)
+	id := sh.lookup(h, req.Identity)
+	k := id.find(r.Name, l, uint8(r.Algorithm))
+	if k < 0 {
+		if id == nil {
+			id = sh.insert(h, req.Identity, 1)
+		}
+		k = id.add(r.Name, l, uint8(r.Algorithm))
+	}
+	sl := &id.slots[k]
+	res := evaluate(sl, r.Algorithm, l, c, now, true)
+	var window int64
+	if res.Allowed {
+		window = record(sl, r.Algorithm, l, req.ID, 0, c, now)
+	}
+	sh.mu.Unlock()
+
+	d.SetLimit(0, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), window)
+	if res.Allowed {
+		d.Allow()
+	}
+	return d, nil
+}
+
+// record finishes an allowed charge that evaluate applied, and returns the
+// charge's window for the receipt. For SlidingLog it adds the log entry.
+func record(sl *slot, alg allowance.Algorithm, l allowance.Limit, id allowance.ReceiptID, i int, c, now int64) int64 {
+	if alg != allowance.SlidingLog {
+		return sl.a // window start, or the TAT for GCRA
+	}
+	sl.log.Add(algo.Entry{Time: now, ID: id, Charge: i, Units: c})
+	w := sl.log.Entries[len(sl.log.Entries)-1].Time
+	sl.expires = w + l.Period.Microseconds()
+	return w
+}
+
+// chargeMany is Charge for several limits: a first pass judges every limit
+// without changing anything, a second applies them all when all allow.
+func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	total := 0
 	for i := range req.Rules {
 		total += len(req.Rules[i].Limits)
@@ -222,23 +419,24 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.De
 	d := allowance.NewDecision(req)
 	var resultBuf [maxInlineCharges]algo.Result
 	var slotBuf [maxInlineCharges]int
-	results, slots := resultBuf[:], slotBuf[:]
+	var windowBuf [maxInlineCharges]int64
+	results, slots, windows := resultBuf[:total], slotBuf[:total], windowBuf[:total]
 	if total > maxInlineCharges {
-		results, slots = make([]algo.Result, total), make([]int, total)
+		results, slots, windows = make([]algo.Result, total), make([]int, total), make([]int64, total)
 	}
+	sh, h := s.locate(req.Identity)
+	now := s.now()
 
-	sh := s.shard(req.Identity)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	if len(sh.voided) > 0 {
 		if _, ok := sh.voided[req.ID]; ok {
+			sh.mu.Unlock()
 			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
 		}
 	}
-	now := s.now().UnixMicro()
-	id := sh.ids[req.Identity]
+	now = sh.clock(now)
+	id := sh.lookup(h, req.Identity)
 
-	// First pass: the verdict of every limit, changing nothing.
 	allowed := true
 	i := 0
 	for ri := range req.Rules {
@@ -256,46 +454,34 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.De
 			i++
 		}
 	}
-	if !allowed {
-		for j := 0; j < i; j++ {
-			res := results[j]
-			d.SetLimit(j, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), 0)
+	if allowed {
+		if id == nil {
+			id = sh.insert(h, req.Identity, total)
 		}
-		return d, nil
+		i = 0
+		for ri := range req.Rules {
+			r := &req.Rules[ri]
+			c := r.Amount()
+			for _, l := range r.Limits {
+				k := slots[i]
+				if k < 0 {
+					k = id.add(r.Name, l, uint8(r.Algorithm))
+				}
+				sl := &id.slots[k]
+				results[i] = evaluate(sl, r.Algorithm, l, c, now, true)
+				windows[i] = record(sl, r.Algorithm, l, req.ID, i, c, now)
+				i++
+			}
+		}
 	}
+	sh.mu.Unlock()
 
-	// Second pass: apply every charge.
-	if id == nil {
-		id = &identity{slots: make([]slot, 0, total)}
-		sh.ids[req.Identity] = id
+	for j, res := range results {
+		d.SetLimit(j, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), windows[j])
 	}
-	i = 0
-	for ri := range req.Rules {
-		r := &req.Rules[ri]
-		c := r.Amount()
-		for _, l := range r.Limits {
-			k := slots[i]
-			if k < 0 {
-				k = id.add(r.Name, l, uint8(r.Algorithm))
-			}
-			sl := &id.slots[k]
-			res := evaluate(sl, r.Algorithm, l, c, now, true)
-			var window int64
-			switch r.Algorithm {
-			case allowance.FixedWindow, allowance.SlidingWindow:
-				window = sl.a
-			case allowance.GCRA:
-				window = sl.a
-			case allowance.SlidingLog:
-				sl.log.Add(algo.Entry{Time: now, ID: req.ID, Charge: i, Units: c})
-				window = sl.log.Entries[len(sl.log.Entries)-1].Time
-				sl.expires = window + l.Period.Microseconds()
-			}
-			d.SetLimit(i, true, res.Remaining, micros(res.ResetAfter), 0, window)
-			i++
-		}
+	if allowed {
+		d.Allow()
 	}
-	d.Allow()
 	return d, nil
 }
 
@@ -353,16 +539,18 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("memstore: refund: %w", err)
 	}
-	charges := receipt.Charges()
-	res.Charges = make([]allowance.ChargeOutcome, len(charges))
-	for i, c := range charges {
-		res.Charges[i].Charge = c
+	res.Charges = make([]allowance.ChargeOutcome, receipt.Len())
+	for i := range res.Charges {
+		res.Charges[i].Charge = receipt.Charge(i)
 	}
-	sh := s.shard(receipt.Identity)
+	charges := res.Charges
+	sh, h := s.locate(receipt.Identity)
+	now := s.now()
+	expiry := receipt.Expiry(time.UnixMicro(now)).UnixMicro()
+
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := s.now().UnixMicro()
-
+	now = sh.clock(now)
 	_, done := sh.refunded[receipt.ID]
 	if !done && len(sh.voided) > 0 {
 		// A voided ID was refunded (as uncertain) before.
@@ -383,16 +571,16 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		if sh.voided == nil {
 			sh.voided = make(map[allowance.ReceiptID]int64)
 		}
-		sh.voided[receipt.ID] = receipt.Expiry(time.UnixMicro(now)).UnixMicro()
+		sh.voided[receipt.ID] = max(expiry, now+1)
 		return res, nil
 	}
 
-	id := sh.ids[receipt.Identity]
+	id := sh.lookup(h, receipt.Identity)
 	anyDone := false
 	for start := 0; start < len(charges); {
-		rule := charges[start].Rule
+		rule := charges[start].Charge.Rule
 		end := start + 1
-		for end < len(charges) && charges[end].Rule == rule {
+		for end < len(charges) && charges[end].Charge.Rule == rule {
 			end++
 		}
 		var guard *allowance.Limit
@@ -411,12 +599,15 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		anyDone = true
 		restoredAny := false
 		for i := start; i < end; i++ {
-			out, units := refundOne(id, receipt.ID, i, charges[i], now)
+			out, units := refundOne(id, receipt.ID, i, charges[i].Charge, now)
 			res.Charges[i].Outcome, res.Charges[i].Restored = out, units
 			restoredAny = restoredAny || out == allowance.Restored
 		}
 		if guard != nil && restoredAny {
-			countGuard(sh, receipt.Identity, rule, *guard, now)
+			if id == nil {
+				id = sh.insert(h, receipt.Identity, 1)
+			}
+			countGuard(id, rule, *guard, now)
 		}
 		start = end
 	}
@@ -424,7 +615,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		if sh.refunded == nil {
 			sh.refunded = make(map[allowance.ReceiptID]int64)
 		}
-		sh.refunded[receipt.ID] = max(receipt.Expiry(time.UnixMicro(now)).UnixMicro(), now+1)
+		sh.refunded[receipt.ID] = max(expiry, now+1)
 	}
 	return res, nil
 }
@@ -473,12 +664,7 @@ func guardExhausted(id *identity, rule string, g allowance.Limit, now int64) boo
 	return st.Count >= g.Count
 }
 
-func countGuard(sh *shard, identityKey, rule string, g allowance.Limit, now int64) {
-	id := sh.ids[identityKey]
-	if id == nil {
-		id = &identity{}
-		sh.ids[identityKey] = id
-	}
+func countGuard(id *identity, rule string, g allowance.Limit, now int64) {
 	k := id.find(rule, g, guardAlg)
 	if k < 0 {
 		k = id.add(rule, g, guardAlg)
@@ -495,11 +681,12 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 		return nil, fmt.Errorf("memstore: peek: %w", err)
 	}
 	var out []allowance.Usage
-	sh := s.shard(identityKey)
+	sh, h := s.locate(identityKey)
+	now := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := s.now().UnixMicro()
-	id := sh.ids[identityKey]
+	now = sh.clock(now)
+	id := sh.lookup(h, identityKey)
 	for _, r := range rules {
 		for _, l := range r.Limits {
 			var sl slot
@@ -541,10 +728,10 @@ func (s *Store) Reset(ctx context.Context, identityKey string, rules []allowance
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memstore: reset: %w", err)
 	}
-	sh := s.shard(identityKey)
+	sh, h := s.locate(identityKey)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	id := sh.ids[identityKey]
+	id := sh.lookup(h, identityKey)
 	if id == nil {
 		return nil
 	}
@@ -557,7 +744,7 @@ func (s *Store) Reset(ctx context.Context, identityKey string, rules []allowance
 	clear(id.slots[len(live):])
 	id.slots = live
 	if len(live) == 0 {
-		delete(sh.ids, identityKey)
+		sh.remove(h, id)
 	}
 	return nil
 }

@@ -1,7 +1,10 @@
 package memstore_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/memstore"
@@ -14,4 +17,101 @@ func TestConformance(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}, storetest.Options{})
+}
+
+func rule(alg allowance.Algorithm, limits string) allowance.Rule {
+	ls, err := allowance.ParseLimits(limits)
+	if err != nil {
+		panic(err)
+	}
+	return allowance.Rule{Name: "r", Limits: ls, Algorithm: alg}
+}
+
+// TestSweep: memory is bounded by what is live; the sweep drops identities
+// and receipt records once their windows have ended.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0))
+	defer s.Close()
+	for _, alg := range allowance.Algorithms() {
+		lim, err := allowance.NewLimiter(s, rule(alg, "5/minute; 10/hour"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			d, err := lim.Check(ctx, fmt.Sprintf("%s-%d", alg, i))
+			if err != nil || !d.Allowed {
+				t.Fatal(d.Allowed, err)
+			}
+			if i%2 == 0 {
+				if _, err := lim.Refund(ctx, &d.Receipt); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		u := allowance.Request{ID: allowance.NewReceiptID(), Identity: "void", Rules: lim.Rules()}
+		r := allowance.UncertainReceipt(u)
+		if _, err := lim.Refund(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, receipts := s.Len()
+	if ids != 400 || receipts != 204 {
+		t.Fatalf("Len = %d identities, %d receipts; want 400, 204", ids, receipts)
+	}
+	s.Sweep()
+	if ids2, receipts2 := s.Len(); ids2 != ids || receipts2 != receipts {
+		t.Fatalf("a sweep while everything is live dropped some: %d, %d", ids2, receipts2)
+	}
+	clock.Advance(2 * time.Hour) // past every window, also the sliding window's two
+	s.Sweep()
+	if ids, receipts := s.Len(); ids != 0 || receipts != 0 {
+		t.Fatalf("after every window ended: %d identities, %d receipts; want none", ids, receipts)
+	}
+}
+
+// TestClockStepsBack: a clock that steps back reads as the latest time seen,
+// so a window is never rolled back.
+func TestClockStepsBack(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 1, 1, 0, time.UTC))
+	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0))
+	defer s.Close()
+	lim, err := allowance.NewLimiter(s, rule(allowance.FixedWindow, "1/minute"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := lim.Check(ctx, "alice"); !d.Allowed {
+		t.Fatal("first check denied")
+	}
+	clock.Advance(-2 * time.Second) // into the previous minute
+	d, err := lim.Check(ctx, "alice")
+	if err != nil || d.Allowed {
+		t.Fatalf("check after the clock stepped back: allowed=%v err=%v; want denied by the current window", d.Allowed, err)
+	}
+	if d.RetryAfter != 59*time.Second {
+		t.Fatalf("retry after %v, want 59s (counted from the latest time seen)", d.RetryAfter)
+	}
+}
+
+// TestSystemClock: without WithClock the store follows the wall clock.
+func TestSystemClock(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New()
+	defer s.Close()
+	lim, err := allowance.NewLimiter(s, rule(allowance.SlidingLog, "2/hour"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().UnixMicro()
+	d, err := lim.Check(ctx, "alice")
+	after := time.Now().UnixMicro()
+	if err != nil || !d.Allowed {
+		t.Fatal(d.Allowed, err)
+	}
+	// The log's window is the time of the charge.
+	if w := d.Receipt.Charge(0).Window; w < before-1000 || w > after+1000 {
+		t.Fatalf("charge at %d µs, outside the wall clock's [%d, %d]", w, before, after)
+	}
 }

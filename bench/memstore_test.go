@@ -1,0 +1,189 @@
+// Benchmarks of memstore beside the in-memory limiters Go services commonly
+// use instead, measured in one run so that the ratios mean something. See
+// README.md for the command.
+package bench
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-limiter/memorystore"
+	ulule "github.com/ulule/limiter/v3"
+	ululemem "github.com/ulule/limiter/v3/drivers/store/memory"
+	"golang.org/x/time/rate"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/memstore"
+)
+
+// The limits never deny in the check benchmarks (except the sliding log, see
+// logLimit), so that every check is a full charge: the expensive path.
+const (
+	bigCount  = 1_000_000_000
+	bigPeriod = time.Hour
+)
+
+// logLimit keeps the sliding log small: it holds one entry per charge for a
+// whole period, so a limit that never denies would grow by millions of
+// entries a second. With 10 per second most checks are denials once a key
+// is warm.
+var logLimit = allowance.Limit{Count: 10, Period: time.Second}
+
+// keySets are the benchmarks' identity populations: one hot key, and many
+// keys checked in parallel.
+var keySets = []struct {
+	name string
+	n    int
+}{
+	{"hot-key", 1},
+	{"10k-keys", 10_000},
+	{"100k-keys", 100_000},
+}
+
+func makeKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "user-" + strconv.Itoa(i)
+	}
+	return keys
+}
+
+// runKeys runs check in parallel, each goroutine walking keys from a random
+// start, so that with many keys the goroutines rarely meet.
+func runKeys(b *testing.B, keys []string, check func(key string) bool) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(len(keys))
+		for pb.Next() {
+			if !check(keys[i]) && len(keys) > 1<<30 {
+				b.Error("unreachable: keeps the result live")
+			}
+			i++
+			if i == len(keys) {
+				i = 0
+			}
+		}
+	})
+}
+
+func rule(alg allowance.Algorithm) allowance.Rule {
+	l := allowance.Limit{Count: bigCount, Period: bigPeriod}
+	if alg == allowance.SlidingLog {
+		l = logLimit
+	}
+	return allowance.Rule{Name: "bench", Limits: allowance.Limits{l}, Algorithm: alg}
+}
+
+// BenchmarkCheck is one single-limit check per op: allowance.Limiter.Check
+// on memstore for each algorithm, and the baselines' equivalent call.
+func BenchmarkCheck(b *testing.B) {
+	ctx := context.Background()
+	for _, ks := range keySets {
+		keys := makeKeys(ks.n)
+		b.Run(ks.name, func(b *testing.B) {
+			for _, alg := range allowance.Algorithms() {
+				b.Run("memstore-"+alg.String(), func(b *testing.B) {
+					store := memstore.New()
+					defer store.Close()
+					lim, err := allowance.NewLimiter(store, rule(alg))
+					if err != nil {
+						b.Fatal(err)
+					}
+					runKeys(b, keys, func(key string) bool {
+						d, err := lim.Check(ctx, key)
+						if err != nil {
+							b.Error(err)
+						}
+						return d.Allowed
+					})
+				})
+			}
+			b.Run("x-time-rate", func(b *testing.B) {
+				every := rate.Every(bigPeriod / bigCount)
+				if len(keys) == 1 {
+					lim := rate.NewLimiter(every, bigCount)
+					runKeys(b, keys, func(string) bool { return lim.Allow() })
+					return
+				}
+				// The usual per-key set-up: a map of Limiters behind a mutex.
+				var mu sync.Mutex
+				m := make(map[string]*rate.Limiter)
+				runKeys(b, keys, func(key string) bool {
+					mu.Lock()
+					lim, ok := m[key]
+					if !ok {
+						lim = rate.NewLimiter(every, bigCount)
+						m[key] = lim
+					}
+					mu.Unlock()
+					return lim.Allow()
+				})
+			})
+			b.Run("sethvargo-go-limiter", func(b *testing.B) {
+				store, err := memorystore.New(&memorystore.Config{Tokens: bigCount, Interval: bigPeriod})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer store.Close(ctx)
+				runKeys(b, keys, func(key string) bool {
+					_, _, _, ok, err := store.Take(ctx, key)
+					if err != nil {
+						b.Error(err)
+					}
+					return ok
+				})
+			})
+			b.Run("ulule-limiter", func(b *testing.B) {
+				lim := ulule.New(ululemem.NewStore(), ulule.Rate{Period: bigPeriod, Limit: bigCount})
+				runKeys(b, keys, func(key string) bool {
+					c, err := lim.Get(ctx, key)
+					if err != nil {
+						b.Error(err)
+					}
+					return !c.Reached
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkCheckRefund is one check and the refund of its receipt per op,
+// so its cost less BenchmarkCheck's is the refund's. Refunded receipts are
+// remembered until their windows end, so the limits here are per second and
+// the sweeper runs every second to keep memory flat.
+func BenchmarkCheckRefund(b *testing.B) {
+	ctx := context.Background()
+	for _, ks := range keySets[:2] {
+		keys := makeKeys(ks.n)
+		b.Run(ks.name, func(b *testing.B) {
+			for _, alg := range allowance.Algorithms() {
+				b.Run("memstore-"+alg.String(), func(b *testing.B) {
+					store := memstore.New(memstore.WithSweepInterval(time.Second))
+					defer store.Close()
+					r := allowance.Rule{Name: "bench", Limits: allowance.Limits{{Count: bigCount, Period: time.Second}}, Algorithm: alg}
+					lim, err := allowance.NewLimiter(store, r)
+					if err != nil {
+						b.Fatal(err)
+					}
+					runKeys(b, keys, func(key string) bool {
+						d, err := lim.Check(ctx, key)
+						if err != nil || !d.Allowed {
+							b.Errorf("check: allowed=%v err=%v", d.Allowed, err)
+							return false
+						}
+						res, err := lim.Refund(ctx, &d.Receipt)
+						if err != nil {
+							b.Error(err)
+						}
+						return res.Restored()
+					})
+				})
+			}
+		})
+	}
+}
