@@ -167,6 +167,16 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err != nil {
 		return tasks.Task{}, err
 	}
+	// The common conflict (a user resubmitting while a task runs) is
+	// answered from one read; the insert below decides the races.
+	var active string
+	err = s.pool.QueryRow(ctx, `SELECT id FROM tasks WHERE user_id = $1 AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+	switch {
+	case err == nil:
+		return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
+	case !errors.Is(err, pgx.ErrNoRows):
+		return tasks.Task{}, fmt.Errorf("create task for %s: find an active task: %w", t.UserID, err)
+	}
 	for range createRetries {
 		var stored tasks.Task
 		stored, err = scanTask(s.pool.QueryRow(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
@@ -180,7 +190,6 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 		if !errors.Is(err, tasks.ErrNotFound) {
 			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, err)
 		}
-		var active string
 		err = s.pool.QueryRow(ctx, `SELECT id FROM tasks WHERE user_id = $1 AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
 		if err == nil {
 			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})

@@ -207,6 +207,17 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err != nil {
 		return tasks.Task{}, err
 	}
+	// The common conflict (a user resubmitting while a task runs) is
+	// answered from a read, without taking the write lock; the insert
+	// below decides the races.
+	var active string
+	err = s.r.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+	switch {
+	case err == nil:
+		return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
+	case !errors.Is(err, sql.ErrNoRows):
+		return tasks.Task{}, fmt.Errorf("create task for %s: find an active task: %w", t.UserID, err)
+	}
 	err = s.write(ctx, "create task for "+t.UserID, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
 			VALUES (?, ?, ?, ?, 'queued', ?, ?)
@@ -218,7 +229,6 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		var active string
 		err = tx.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
 		if err != nil {
 			return fmt.Errorf("find the active task: %w", err)
