@@ -518,8 +518,8 @@ func TestE2EWorkerFailureRefund(t *testing.T) {
 			break
 		}
 	}
-	if task["status"] != "failed" || task["refund_outcome"] != "restored" {
-		t.Fatalf("failed task: %v; want status failed and refund_outcome restored", task)
+	if task["status"] != "failed" || task["refund_outcome"] != "restored" || task["refund_reason"] != "worker_failure" || task["refund_state"] != "done" {
+		t.Fatalf("failed task: %v; want status failed and a done worker_failure refund, restored", task)
 	}
 	succeeded := d.do("GET", "/v1/tasks/"+ok["id"].(string), key, "").want(t, http.StatusOK).decode(t)
 	if succeeded["status"] != "succeeded" || succeeded["refund_outcome"] != nil {
@@ -528,8 +528,13 @@ func TestE2EWorkerFailureRefund(t *testing.T) {
 	if used := d.createUsed(key); used != 1 {
 		t.Fatalf("create-task used = %d after one success and one refunded failure, want 1", used)
 	}
-	if v := d.metric(`allowance_http_refunds_total{outcome="restored",rule="create-task"}`); v != 1 {
-		t.Errorf("restored refunds = %v, want 1", v)
+	// The failure's refund, and one per conflict while the echo task ran.
+	conflicts := d.metric(`taskd_task_submits_total{outcome="conflict"}`)
+	if v := d.metric(`allowance_http_refunds_total{outcome="restored",rule="create-task"}`); v != conflicts+1 {
+		t.Errorf("restored refunds = %v, want %v", v, conflicts+1)
+	}
+	if v := d.metric(`taskd_task_refunds_total{reason="worker_failure",state="done"}`); v != 1 {
+		t.Errorf("task refunds done = %v, want 1", v)
 	}
 }
 

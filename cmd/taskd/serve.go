@@ -132,6 +132,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{fmt.Errorf("rate limit rules: %w", err)}
 	}
 
+	refunds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "taskd_task_refunds_total",
+		Help: "Refund attempts for tasks that failed in a worker or got stuck, by reason (worker_failure, stuck) and the refund's state after the attempt (done, pending: retried later, abandoned).",
+	}, []string{"reason", "state"})
+	registry.MustRegister(refunds)
+	refunder := tasks.NewRefunder(store, refundFunc(mw, cfg.Rules), log,
+		tasks.WithRefundHook(func(t tasks.Task, st tasks.RefundState, _ error) {
+			refunds.WithLabelValues(t.RefundReason, string(st)).Inc()
+		}))
+
 	var pool *tasks.Pool
 	opts := api.Options{
 		Store:          store,
@@ -146,7 +156,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		pool = tasks.NewPool(store, tasks.Kinds(), f.workers, log,
 			tasks.WithLease(cfg.Server.Lease),
 			tasks.WithGracePeriod(cfg.Server.ShutdownTimeout),
-			tasks.WithOnFinish(finishRefunder(store, mw, cfg.Rules, log)),
+			tasks.WithOnFinish(func(_ context.Context, t tasks.Task) {
+				if t.RefundState == tasks.RefundPending {
+					refunder.Notify()
+				}
+			}),
 		)
 		opts.Workers = pool
 	}
@@ -183,6 +197,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			_ = pool.Run(poolCtx) // returns nil after a stop; it cannot already be running
 		}
 	}()
+	refunderDone := make(chan struct{})
+	go func() {
+		defer close(refunderDone)
+		_ = refunder.Run(poolCtx) // likewise
+	}()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -200,6 +219,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	stopPool()
 	<-poolDone
+	<-refunderDone
 	log.Info("taskd stopped")
 	return err
 }
@@ -263,33 +283,25 @@ func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check
 	return s, nil, func() { _ = s.Close() }, nil
 }
 
-// finishRefunder returns the worker pool's OnFinish hook: it refunds the
-// receipt of a task that failed in its worker (refund_on: worker_failure) or
-// got stuck (refund_on: stuck), when a rule the receipt charged asks for it,
-// and records the outcome with the task.
-func finishRefunder(store tasks.Store, mw *httplimit.Middleware, rules []config.Rule, log *slog.Logger) func(context.Context, tasks.Task) {
+// refundFunc returns the Refunder's RefundFunc: it refunds the receipt of
+// a task that failed in its worker (refund reason worker_failure) or got
+// stuck (stuck) when a rule the receipt charged lists that reason in its
+// refund_on, and returns the outcome to record with the task: the refund's
+// outcome, or "skipped" when no rule asks for it.
+func refundFunc(mw *httplimit.Middleware, rules []config.Rule) tasks.RefundFunc {
 	byName := make(map[string]config.Rule, len(rules))
 	for _, r := range rules {
 		byName[r.Name] = r
 	}
-	return func(ctx context.Context, t tasks.Task) {
-		var reason config.RefundReason
-		switch t.Status {
-		case tasks.StatusFailed:
-			reason = config.WorkerFailure
-		case tasks.StatusStuck:
-			reason = config.Stuck
-		default:
-			return
-		}
+	return func(ctx context.Context, t tasks.Task) (string, error) {
 		if len(t.Receipt) == 0 {
-			return
+			return "skipped", nil
 		}
 		var rc allowance.Receipt
 		if err := rc.UnmarshalBinary(t.Receipt); err != nil {
-			log.ErrorContext(ctx, "decode the task's rate limit receipt; no refund", "task_id", t.ID, "err", err)
-			return
+			return "", fmt.Errorf("decode the task's rate limit receipt: %w: %w", err, tasks.ErrPermanentRefund)
 		}
+		reason := config.RefundReason(t.RefundReason)
 		wanted := false
 		for _, r := range rc.Rules() {
 			if byName[r.Name].RefundsOn(reason) {
@@ -297,15 +309,12 @@ func finishRefunder(store tasks.Store, mw *httplimit.Middleware, rules []config.
 			}
 		}
 		if !wanted {
-			return
+			return "skipped", nil
 		}
 		res, err := mw.RefundReceipt(ctx, &rc, string(reason))
 		if err != nil {
-			return // logged by httplimit
+			return "", err
 		}
-		if err := store.SetRefundOutcome(ctx, t.ID, res.Outcome().String()); err != nil {
-			log.ErrorContext(ctx, "record refund outcome", "task_id", t.ID, "err", err)
-		}
-		log.InfoContext(ctx, "task refunded", "task_id", t.ID, "user", t.UserID, "reason", reason, "outcome", res.Outcome().String())
+		return res.Outcome().String(), nil
 	}
 }
