@@ -44,8 +44,8 @@ var _ allowance.Store = (*Store)(nil)
 type shard struct {
 	mu       sync.Mutex
 	ids      map[uint64]*identity          // by the identity's hash; collisions chained
-	refunded map[allowance.ReceiptID]int64 // receipt → µs after which its record may go
-	voided   map[allowance.ReceiptID]int64
+	refunded *records // receipts refunded, until their windows end
+	voided   *records // uncertain receipts voided
 	last     int64    // latest time seen, µs: the shard's clock never goes back
 	_        [24]byte // keep shards' mutexes on separate cache lines
 }
@@ -264,36 +264,14 @@ func (s *Store) Sweep() {
 		if dropped {
 			sh.ids = maps.Clone(sh.ids)
 		}
-		sh.refunded = sweepRecords(sh.refunded, now)
-		sh.voided = sweepRecords(sh.voided, now)
+		if sh.refunded != nil {
+			sh.refunded.rebuild(now, 0)
+		}
+		if sh.voided != nil {
+			sh.voided.rebuild(now, 0)
+		}
 		sh.mu.Unlock()
 	}
-}
-
-// sweepRecords returns the receipt records of m that have not expired at
-// now. It copies them to a new map rather than deleting from m: a map that
-// has seen many deletions keeps them as tombstones, which lengthen every
-// later lookup.
-func sweepRecords(m map[allowance.ReceiptID]int64, now int64) map[allowance.ReceiptID]int64 {
-	live := 0
-	for _, exp := range m {
-		if exp > now {
-			live++
-		}
-	}
-	switch live {
-	case len(m):
-		return m
-	case 0:
-		return nil
-	}
-	out := make(map[allowance.ReceiptID]int64, live)
-	for k, exp := range m {
-		if exp > now {
-			out[k] = exp
-		}
-	}
-	return out
 }
 
 // Len returns the number of identities and receipt records held: what memory
@@ -307,7 +285,7 @@ func (s *Store) Len() (identities, receipts int) {
 				identities++
 			}
 		}
-		receipts += len(sh.refunded) + len(sh.voided)
+		receipts += sh.refunded.len() + sh.voided.len()
 		sh.mu.Unlock()
 	}
 	return identities, receipts
@@ -364,8 +342,8 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 	now := s.now()
 
 	sh.mu.Lock()
-	if len(sh.voided) > 0 {
-		if _, ok := sh.voided[req.ID]; ok {
+	if sh.voided.len() > 0 {
+		if sh.voided.has(req.ID, now) {
 			sh.mu.Unlock()
 			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
 		}
@@ -428,8 +406,8 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	now := s.now()
 
 	sh.mu.Lock()
-	if len(sh.voided) > 0 {
-		if _, ok := sh.voided[req.ID]; ok {
+	if sh.voided.len() > 0 {
+		if sh.voided.has(req.ID, now) {
 			sh.mu.Unlock()
 			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
 		}
@@ -551,11 +529,8 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now = sh.clock(now)
-	_, done := sh.refunded[receipt.ID]
-	if !done && len(sh.voided) > 0 {
-		// A voided ID was refunded (as uncertain) before.
-		_, done = sh.voided[receipt.ID]
-	}
+	// A voided ID was refunded (as uncertain) before.
+	done := sh.refunded.has(receipt.ID, now) || sh.voided.has(receipt.ID, now)
 	if done {
 		for i := range res.Charges {
 			res.Charges[i].Outcome = allowance.AlreadyRefunded
@@ -569,9 +544,9 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 			res.Charges[i].Outcome = allowance.NotCharged
 		}
 		if sh.voided == nil {
-			sh.voided = make(map[allowance.ReceiptID]int64)
+			sh.voided = &records{}
 		}
-		sh.voided[receipt.ID] = max(expiry, now+1)
+		sh.voided.add(receipt.ID, max(expiry, now+1), now)
 		return res, nil
 	}
 
@@ -613,9 +588,9 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	}
 	if anyDone {
 		if sh.refunded == nil {
-			sh.refunded = make(map[allowance.ReceiptID]int64)
+			sh.refunded = &records{}
 		}
-		sh.refunded[receipt.ID] = max(expiry, now+1)
+		sh.refunded.add(receipt.ID, max(expiry, now+1), now)
 	}
 	return res, nil
 }

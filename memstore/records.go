@@ -1,0 +1,124 @@
+package memstore
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/allowancehq/allowance"
+)
+
+// records is a set of receipt ids, each kept until an expiry time: the
+// receipts refunded (or voided) whose charges could otherwise still be
+// restored. It is an open-addressing hash table with linear probing, indexed
+// by the id's own random bits mixed with a seed (no hashing of the whole id),
+// so a refund's look-up and insertion cost one probe sequence. An expired
+// entry is absent for look-ups and free for insertions, and the table is
+// rebuilt from its live entries when it fills up, so it holds about as many
+// entries as are live: refunds that stop leave no map behind, and there are no
+// tombstones.
+type records struct {
+	seed  uint64
+	shift uint8    // 64 - log2(len(slots))
+	used  int      // slots holding an id, live or expired
+	slots []receiptRecord // a power of two long, or empty
+}
+
+type receiptRecord struct {
+	id  allowance.ReceiptID
+	exp int64 // µs; 0 marks an empty slot
+}
+
+const minRecords = 8
+
+func (r *records) index(id *allowance.ReceiptID) uint64 {
+	x := binary.LittleEndian.Uint64(id[:8]) ^ binary.LittleEndian.Uint64(id[8:]) ^ r.seed
+	return (x * 0x9e3779b97f4a7c15) >> r.shift
+}
+
+// has reports whether id is held and not expired at now.
+func (r *records) has(id allowance.ReceiptID, now int64) bool {
+	if r == nil || len(r.slots) == 0 {
+		return false
+	}
+	mask := uint64(len(r.slots) - 1)
+	for i := r.index(&id); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		if s.exp == 0 {
+			return false
+		}
+		if s.id == id {
+			return s.exp > now
+		}
+	}
+}
+
+// add records id until exp (> now), replacing an expired entry where one is
+// met on the way.
+func (r *records) add(id allowance.ReceiptID, exp, now int64) {
+	if (r.used+1)*4 > len(r.slots)*3 {
+		r.rebuild(now, 1)
+	}
+	mask := uint64(len(r.slots) - 1)
+	free := -1
+	for i := r.index(&id); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		switch {
+		case s.exp == 0:
+			if free < 0 {
+				free = int(i)
+				r.used++
+			}
+			r.slots[free] = receiptRecord{id: id, exp: exp}
+			return
+		case s.id == id:
+			s.exp = exp
+			return
+		case s.exp <= now && free < 0:
+			free = int(i)
+		}
+	}
+}
+
+// rebuild rehashes the live entries into a table with room for them and
+// extra more, at most half full; it drops the table when nothing is live and
+// nothing is to come.
+func (r *records) rebuild(now int64, extra int) {
+	live := 0
+	for i := range r.slots {
+		if r.slots[i].exp > now {
+			live++
+		}
+	}
+	old := r.slots
+	r.slots, r.used = nil, 0
+	if live+extra == 0 {
+		return
+	}
+	n := max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
+	r.slots = make([]receiptRecord, n)
+	r.shift = uint8(64 - bits.TrailingZeros(uint(n)))
+	if r.seed == 0 {
+		r.seed = rand.Uint64() | 1
+	}
+	mask := uint64(n - 1)
+	for k := range old {
+		if old[k].exp <= now {
+			continue
+		}
+		i := r.index(&old[k].id)
+		for r.slots[i].exp != 0 {
+			i = (i + 1) & mask
+		}
+		r.slots[i] = old[k]
+		r.used++
+	}
+}
+
+// len returns the number of entries held, live or expired.
+func (r *records) len() int {
+	if r == nil {
+		return 0
+	}
+	return r.used
+}
