@@ -43,11 +43,11 @@ var _ allowance.Store = (*Store)(nil)
 
 type shard struct {
 	mu       sync.Mutex
-	ids      map[uint64]*identity          // by the identity's hash; collisions chained
-	refunded *records // receipts refunded, until their windows end
-	voided   *records // uncertain receipts voided
-	last     int64    // latest time seen, µs: the shard's clock never goes back
-	_        [24]byte // keep shards' mutexes on separate cache lines
+	ids      map[uint64]*identity // by the identity's hash; collisions chained
+	refunded *records             // receipts refunded, until their windows end
+	voided   *records             // uncertain receipts voided
+	last     int64                // latest time seen, µs: the shard's clock never goes back
+	_        [24]byte             // keep shards' mutexes on separate cache lines
 }
 
 // clock returns now, or the latest time the shard has seen if that is later.

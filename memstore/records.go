@@ -19,8 +19,8 @@ import (
 // tombstones.
 type records struct {
 	seed  uint64
-	shift uint8    // 64 - log2(len(slots))
-	used  int      // slots holding an id, live or expired
+	shift uint8           // 64 - log2(len(slots))
+	used  int             // slots holding an id, live or expired
 	slots []receiptRecord // a power of two long, or empty
 }
 
