@@ -48,6 +48,9 @@ type Store struct {
 	w   *sql.DB // one connection: every write
 	r   *sql.DB // reads; w itself for ":memory:"
 	now func() time.Time
+	// skipConflictRead makes Create go straight to the insert, so tests
+	// can reach the conflict that the insert decides.
+	skipConflictRead bool
 }
 
 var _ tasks.Store = (*Store)(nil)
@@ -211,7 +214,10 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	// answered from a read, without taking the write lock; the insert
 	// below decides the races.
 	var active string
-	err = s.r.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+	err = sql.ErrNoRows
+	if !s.skipConflictRead {
+		err = s.r.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+	}
 	switch {
 	case err == nil:
 		return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
