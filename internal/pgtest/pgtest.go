@@ -43,8 +43,8 @@ func DB(t testing.TB) string {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		msg := fmt.Sprintf("pgtest: no PostgreSQL server at %s (%v); start one (e.g. apt-get install postgresql, "+
-			"then pg_ctlcluster 15 main start) or set $%s to the URL of a server whose user may create databases",
+		msg := fmt.Sprintf("pgtest: no PostgreSQL server at %s (%v); start one (Debian: apt-get install postgresql, "+
+			"then pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set $%s to the URL of a server whose user may create databases",
 			u.Redacted(), err, EnvVar)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
