@@ -306,6 +306,12 @@ func TestResponseController(t *testing.T) {
 			t.Errorf("SetWriteDeadline: %v", err)
 		}
 	})
+	mux.HandleFunc("/copy", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := w.(io.ReaderFrom); !ok {
+			t.Error("wrapped writer is not an io.ReaderFrom")
+		}
+		_, _ = io.Copy(w, strings.NewReader("copied"))
+	})
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
 		conn, buf, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -329,6 +335,18 @@ func TestResponseController(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "a" || resp.Header.Get("RateLimit") == "" {
 		t.Fatalf("flush: body %q RateLimit %q", body, resp.Header.Get("RateLimit"))
+	}
+
+	req, _ = http.NewRequest("GET", srv.URL+"/copy", nil)
+	req.Header.Set("X-User", "alice")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "copied" || resp.StatusCode != 200 || resp.Header.Get("X-RateLimit-Remaining") != "98" {
+		t.Fatalf("copy: %d body %q remaining %q", resp.StatusCode, body, resp.Header.Get("X-RateLimit-Remaining"))
 	}
 
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())

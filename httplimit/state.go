@@ -2,6 +2,7 @@ package httplimit
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -146,6 +147,23 @@ func (w *respWriter) FlushError() error {
 
 // Flush is FlushError for code that asserts http.Flusher; errors are lost.
 func (w *respWriter) Flush() { _ = w.FlushError() }
+
+// ReadFrom lets io.Copy reach the wrapped writer's io.ReaderFrom (sendfile
+// for files), writing the status 200 first when the handler has not written
+// one.
+func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
+	if !w.st.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{w.ResponseWriter}, src)
+}
+
+// writerOnly hides every method but Write, so io.Copy does not come back to
+// ReadFrom.
+type writerOnly struct{ io.Writer }
 
 // Unwrap returns the wrapped ResponseWriter.
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
