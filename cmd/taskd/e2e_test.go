@@ -574,3 +574,35 @@ func TestE2EShutdownKeepsTasks(t *testing.T) {
 	d2.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusConflict)
 	d2.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
 }
+
+// With Redis gone, /readyz says so and submits fail closed with 503 (the
+// default fail_open: false); with Redis back, both recover.
+func TestE2ERedisDown(t *testing.T) {
+	t.Parallel()
+	redis := redistest.Start(t)
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	key := createKey(t, db, "alice")
+	d := start(t, "-db", db, "-redis", "redis://"+redis.Addr()+"/0", "-config", writeConfig(t), "-workers", "0")
+	d.do("GET", "/readyz", "", "").want(t, http.StatusOK)
+
+	redis.Stop()
+	p := d.do("GET", "/readyz", "", "").want(t, http.StatusServiceUnavailable).decode(t)
+	if detail, _ := p["detail"].(string); !strings.Contains(detail, "limits") || strings.Contains(detail, redis.Addr()) {
+		t.Errorf("readyz with Redis down: detail %q; want it to name the limits store and no address", detail)
+	}
+	d.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusServiceUnavailable)
+	d.do("GET", "/healthz", "", "").want(t, http.StatusOK)
+
+	redis.Restart()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if d.do("GET", "/readyz", "", "").status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("readyz not OK within 15s of Redis coming back")
+		}
+	}
+	r := d.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted)
+	id, _ := r.decode(t)["id"].(string)
+	d.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
+}

@@ -268,15 +268,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		err := c.Ping(ctx)
 		cancel()
 		if err != nil {
-			results[c.Name] = err.Error()
-			failed = append(failed, c.Name+": "+err.Error())
+			// The endpoint is public: the error, which may name hosts,
+			// goes to the log only.
+			s.log.WarnContext(r.Context(), "not ready", "check", c.Name, "err", err)
+			results[c.Name] = "failed"
+			failed = append(failed, c.Name)
 			continue
 		}
 		results[c.Name] = "ok"
 	}
 	if len(failed) > 0 {
-		s.log.WarnContext(r.Context(), "not ready", "failed", failed)
-		problemf(w, r, http.StatusServiceUnavailable, "Not ready: "+strings.Join(failed, "; ")+".")
+		problemf(w, r, http.StatusServiceUnavailable, "Not ready: "+strings.Join(failed, ", ")+" did not answer; see the server's log.")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": results})
