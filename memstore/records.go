@@ -19,8 +19,9 @@ import (
 // tombstones.
 type records struct {
 	seed  uint64
-	shift uint8           // 64 - log2(len(slots))
-	used  int             // slots holding an id, live or expired
+	shift uint8 // 64 - log2(len(slots))
+	used  int   // slots holding an id, live or expired
+	spare [minRecords]receiptRecord
 	slots []receiptRecord // a power of two long, or empty
 }
 
@@ -96,8 +97,23 @@ func (r *records) rebuild(now int64, extra int) {
 		return
 	}
 	n := max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
-	r.slots = make([]receiptRecord, n)
-	r.shift = uint8(64 - bits.TrailingZeros(uint(n)))
+	if n == len(old) && live <= len(r.spare) {
+		// Same size: rehash in place, through a small buffer, rather than
+		// allocate a table for each burst of short-lived records.
+		k := 0
+		for i := range old {
+			if old[i].exp > now {
+				r.spare[k] = old[i]
+				k++
+			}
+		}
+		clear(old)
+		r.slots = old
+		old = r.spare[:k]
+	} else {
+		r.slots = make([]receiptRecord, n)
+		r.shift = uint8(64 - bits.TrailingZeros(uint(n)))
+	}
 	if r.seed == 0 {
 		r.seed = rand.Uint64() | 1
 	}
