@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/httplimit"
@@ -65,4 +66,33 @@ func Example_refundOnConflict() {
 	// refunding alice create-task 50/day 1
 	// refund: restored <nil>
 	// 409 remaining: 4
+}
+
+// The same, declaratively: the rule refunds every 409 its handler writes,
+// before the response's headers go out.
+func ExampleRule_refundOn() {
+	store := memstore.New()
+	defer store.Close()
+	lim, _ := httplimit.New(httplimit.Config{
+		Store: store,
+		Key:   httplimit.FromHeader("X-User"),
+		Rules: []httplimit.Rule{{
+			Rule:     allowance.Rule{Name: "create-task", Limits: allowance.Limits{{Count: 5, Period: time.Minute}}},
+			Match:    "POST /v1/tasks",
+			RefundOn: []int{http.StatusConflict},
+		}},
+	})
+	h := lim.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "a task is already running", http.StatusConflict)
+	}))
+	for range 2 {
+		r := httptest.NewRequest("POST", "/v1/tasks", nil)
+		r.Header.Set("X-User", "alice")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		fmt.Println(w.Code, w.Header().Get("RateLimit-Policy"), w.Header().Get("X-RateLimit-Remaining"))
+	}
+	// Output:
+	// 409 "create-task";q=5;w=60 5
+	// 409 "create-task";q=5;w=60 5
 }
