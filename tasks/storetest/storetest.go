@@ -96,6 +96,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"RefundOutcome", testRefundOutcome},
 		{"RefundQueue", testRefundQueue},
 		{"ConcurrentRefundClaims", testConcurrentRefundClaims},
+		{"Model", testModel},
 		{"APIKeys", testAPIKeys},
 	}
 	for _, tc := range tests {
