@@ -39,9 +39,9 @@ var keySets = []struct {
 	name string
 	n    int
 }{
-	{"hot-key", 1},
-	{"10k-keys", 10_000},
-	{"100k-keys", 100_000},
+	{"keys=1", 1},
+	{"keys=10k", 10_000},
+	{"keys=100k", 100_000},
 }
 
 func makeKeys(n int) []string {
@@ -79,15 +79,15 @@ func rule(alg allowance.Algorithm) allowance.Rule {
 	return allowance.Rule{Name: "bench", Limits: allowance.Limits{l}, Algorithm: alg}
 }
 
-// BenchmarkCheck is one single-limit check per op: allowance.Limiter.Check
+// BenchmarkMemstoreCheck is one single-limit check per op: allowance.Limiter.Check
 // on memstore for each algorithm, and the baselines' equivalent call.
-func BenchmarkCheck(b *testing.B) {
+func BenchmarkMemstoreCheck(b *testing.B) {
 	ctx := context.Background()
 	for _, ks := range keySets {
 		keys := makeKeys(ks.n)
 		b.Run(ks.name, func(b *testing.B) {
 			for _, alg := range allowance.Algorithms() {
-				b.Run("memstore-"+alg.String(), func(b *testing.B) {
+				b.Run("impl=memstore-"+alg.String(), func(b *testing.B) {
 					store := memstore.New()
 					defer store.Close()
 					lim, err := allowance.NewLimiter(store, rule(alg))
@@ -103,7 +103,7 @@ func BenchmarkCheck(b *testing.B) {
 					})
 				})
 			}
-			b.Run("x-time-rate", func(b *testing.B) {
+			b.Run("impl=x-time-rate", func(b *testing.B) {
 				every := rate.Every(bigPeriod / bigCount)
 				if len(keys) == 1 {
 					lim := rate.NewLimiter(every, bigCount)
@@ -124,7 +124,7 @@ func BenchmarkCheck(b *testing.B) {
 					return lim.Allow()
 				})
 			})
-			b.Run("sethvargo-go-limiter", func(b *testing.B) {
+			b.Run("impl=sethvargo-go-limiter", func(b *testing.B) {
 				store, err := memorystore.New(&memorystore.Config{Tokens: bigCount, Interval: bigPeriod})
 				if err != nil {
 					b.Fatal(err)
@@ -138,7 +138,7 @@ func BenchmarkCheck(b *testing.B) {
 					return ok
 				})
 			})
-			b.Run("ulule-limiter", func(b *testing.B) {
+			b.Run("impl=ulule-limiter", func(b *testing.B) {
 				lim := ulule.New(ululemem.NewStore(), ulule.Rate{Period: bigPeriod, Limit: bigCount})
 				runKeys(b, keys, func(key string) bool {
 					c, err := lim.Get(ctx, key)
@@ -154,17 +154,17 @@ func BenchmarkCheck(b *testing.B) {
 
 var receipts = sync.Pool{New: func() any { return new(allowance.Receipt) }}
 
-// BenchmarkCheckRefund is one check and the refund of its receipt per op,
-// so its cost less BenchmarkCheck's is the refund's. Refunded receipts are
+// BenchmarkMemstoreCheckRefund is one check and the refund of its receipt per op,
+// so its cost less BenchmarkMemstoreCheck's is the refund's. Refunded receipts are
 // remembered until their windows end, so the limits here are per second and
 // the sweeper runs every second to keep memory flat.
-func BenchmarkCheckRefund(b *testing.B) {
+func BenchmarkMemstoreCheckRefund(b *testing.B) {
 	ctx := context.Background()
 	for _, ks := range keySets[:2] {
 		keys := makeKeys(ks.n)
 		b.Run(ks.name, func(b *testing.B) {
 			for _, alg := range allowance.Algorithms() {
-				b.Run("memstore-"+alg.String(), func(b *testing.B) {
+				b.Run("impl=memstore-"+alg.String(), func(b *testing.B) {
 					store := memstore.New(memstore.WithSweepInterval(time.Second))
 					defer store.Close()
 					r := allowance.Rule{Name: "bench", Limits: allowance.Limits{{Count: bigCount, Period: time.Second}}, Algorithm: alg}

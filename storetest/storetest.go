@@ -63,6 +63,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"SlidingLogMovingWindow", s.testSlidingLogMovingWindow},
 		{"GCRABurst", s.testGCRABurst},
 		{"RetryAfterIsExact", s.testRetryAfterProperty},
+		{"Model", s.testModelProperty},
 		{"AllOrNothingLimits", s.testAllOrNothingLimits},
 		{"AllOrNothingRules", s.testAllOrNothingRules},
 		{"MultipleRules", s.testMultipleRules},
