@@ -77,6 +77,15 @@ type daemon struct {
 	base string // http://127.0.0.1:port
 	logs *logBuffer
 	done chan struct{}
+	// killed is set by kill: the process died without a graceful stop.
+	killed bool
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (d *daemon) kill() {
+	d.killed = true
+	_ = d.cmd.Process.Kill()
+	<-d.done
 }
 
 type logBuffer struct {
@@ -150,6 +159,9 @@ func start(t *testing.T, args ...string) *daemon {
 		t.Fatalf("taskd did not listen within 30s\n%s", d.logs)
 	}
 	t.Cleanup(func() {
+		if d.killed {
+			return
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.done:
@@ -605,4 +617,60 @@ func TestE2ERedisDown(t *testing.T) {
 	r := d.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted)
 	id, _ := r.decode(t)["id"].(string)
 	d.do("POST", "/v1/tasks/"+id+"/cancel", key, "").want(t, http.StatusOK)
+}
+
+// A worker process dies with a task running; another process's reaper ends
+// the task as stuck when its lease runs out and, with refund_on: [stuck],
+// refunds the submit from the receipt stored with the task, in the budget
+// both processes share in Redis.
+func TestE2EStuckTaskRefundedByAnotherProcess(t *testing.T) {
+	t.Parallel()
+	redis := "redis://" + redistest.Server(t) + "/0"
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	conf := strings.NewReplacer(
+		"lease: 10s", "lease: 1s\n  max_attempts: 1",
+		"refund_on: [conflict]", "refund_on: [conflict, stuck]",
+	).Replace(e2eConfig)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, db, "alice")
+	a := start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "1")
+	r := a.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted)
+	if left := r.remaining(t); left != createLimit-1 {
+		t.Fatalf("remaining after the submit: %d, want %d", left, createLimit-1)
+	}
+	id, _ := r.decode(t)["id"].(string)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := a.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)["status"]
+		if st == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task still %v after 15s", st)
+		}
+	}
+	a.kill()
+
+	b := start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "1")
+	var task map[string]any
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		task = b.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+		if task["refund_state"] == "done" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if task["status"] != "stuck" || task["refund_reason"] != "stuck" || task["refund_outcome"] != "restored" {
+		t.Fatalf("task after its worker died: %v; want stuck with a restored stuck refund", task)
+	}
+	if used := b.createUsed(key); used != 0 {
+		t.Fatalf("create-task used = %d after the stuck task's refund, want 0", used)
+	}
+	if v := b.metric(`taskd_task_refunds_total{reason="stuck",state="done"}`); v != 1 {
+		t.Errorf("stuck refunds done = %v, want 1", v)
+	}
+	r = b.do("POST", "/v1/tasks", key, sleepLong).want(t, http.StatusAccepted)
+	id2, _ := r.decode(t)["id"].(string)
+	b.do("POST", "/v1/tasks/"+id2+"/cancel", key, "").want(t, http.StatusOK)
 }

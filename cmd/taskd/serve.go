@@ -155,6 +155,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if f.workers > 0 {
 		pool = tasks.NewPool(store, tasks.Kinds(), f.workers, log,
 			tasks.WithLease(cfg.Server.Lease),
+			tasks.WithReaper(0, cfg.Server.MaxAttempts),
 			tasks.WithGracePeriod(cfg.Server.ShutdownTimeout),
 			tasks.WithOnFinish(func(_ context.Context, t tasks.Task) {
 				if t.RefundState == tasks.RefundPending {

@@ -12,6 +12,7 @@
 //	  shutdown_timeout: 30s
 //	  check_timeout: 1s
 //	  lease: 30s
+//	  max_attempts: 3
 //	rules:
 //	  - name: create-task
 //	    match: POST /v1/tasks
@@ -89,6 +90,10 @@ type Server struct {
 	CheckTimeout time.Duration
 	// Lease is how long a worker holds a task between heartbeats.
 	Lease time.Duration
+	// MaxAttempts is how many times a task may be started: a task whose
+	// lease ran out (its worker died) that often is marked stuck instead of
+	// being queued again.
+	MaxAttempts int
 }
 
 // Config is taskd's configuration.
@@ -103,6 +108,7 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultCheckTimeout    = time.Second
 	DefaultLease           = 30 * time.Second
+	DefaultMaxAttempts     = 3
 )
 
 // Default returns the built-in configuration, used when no file is given:
@@ -149,6 +155,7 @@ func defaultServer() Server {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		CheckTimeout:    DefaultCheckTimeout,
 		Lease:           DefaultLease,
+		MaxAttempts:     DefaultMaxAttempts,
 	}
 }
 
@@ -239,6 +246,7 @@ type rawServer struct {
 	ShutdownTimeout string `yaml:"shutdown_timeout"`
 	CheckTimeout    string `yaml:"check_timeout"`
 	Lease           string `yaml:"lease"`
+	MaxAttempts     *int   `yaml:"max_attempts"`
 }
 
 type rawRule struct {
@@ -298,6 +306,12 @@ func (d decoder) config(raw rawConfig) (Config, error) {
 				return Config{}, d.errorAt("server.max_body_bytes", "%d must be at least 1", *s.MaxBodyBytes)
 			}
 			cfg.Server.MaxBodyBytes = *s.MaxBodyBytes
+		}
+		if s.MaxAttempts != nil {
+			if *s.MaxAttempts < 1 || *s.MaxAttempts > 100 {
+				return Config{}, d.errorAt("server.max_attempts", "%d: expected a whole number from 1 to 100", *s.MaxAttempts)
+			}
+			cfg.Server.MaxAttempts = *s.MaxAttempts
 		}
 		for _, f := range []struct {
 			field string
@@ -440,7 +454,7 @@ func yamlError(name string, err error) error {
 		case errors.As(err, &ne):
 			e.Msg = fmt.Sprintf("a %s was used where a %s is expected", yamlKind(ne.Actual.YAMLName()), yamlKind(ne.Expected.YAMLName()))
 		case errors.As(err, &ue):
-			e.Msg += "; expected the keys server (max_body_bytes, shutdown_timeout, check_timeout, lease) " +
+			e.Msg += "; expected the keys server (max_body_bytes, shutdown_timeout, check_timeout, lease, max_attempts) " +
 				"and rules (each with name, match, limits, algorithm, cost, refund_on, refund_guard, fail_open)"
 		}
 		return e

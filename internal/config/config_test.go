@@ -70,6 +70,7 @@ server:
   shutdown_timeout: 5s
   check_timeout: 250ms
   lease: 1m
+  max_attempts: 5
 rules:
   - name: submit
     match: POST /v1/tasks
@@ -85,7 +86,7 @@ rules:
 		t.Fatal(err)
 	}
 	want := Config{
-		Server: Server{MaxBodyBytes: 1024, ShutdownTimeout: 5 * time.Second, CheckTimeout: 250 * time.Millisecond, Lease: time.Minute},
+		Server: Server{MaxBodyBytes: 1024, ShutdownTimeout: 5 * time.Second, CheckTimeout: 250 * time.Millisecond, Lease: time.Minute, MaxAttempts: 5},
 		Rules: []Rule{{
 			Rule: allowance.Rule{
 				Name:        "submit",
@@ -160,6 +161,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative cost", okRule + "    cost: -1\n", 5, 11, "rules[0].cost", []string{"must not be negative"}},
 		{"bad duration", "server:\n  lease: forever\n", 2, 10, "server.lease", []string{`"forever" is not a positive duration`, "30s"}},
 		{"duration without unit", "server:\n  shutdown_timeout: 5\n", 2, 21, "server.shutdown_timeout", []string{"expected a number with a unit"}},
+		{"zero attempts", "server:\n  max_attempts: 0\n", 2, 17, "server.max_attempts", []string{"expected a whole number from 1 to 100"}},
 		{"zero body limit", "server:\n  max_body_bytes: 0\n", 2, 19, "server.max_body_bytes", []string{"must be at least 1"}},
 	}
 	for _, tt := range tests {
