@@ -68,6 +68,31 @@ func testModel(s *suite) {
 			}
 			return m.tasks[rapid.IntRange(0, len(m.tasks)-1).Draw(rt, label)]
 		}
+		// check compares every user's tasks with the model.
+		check := func(rt *rapid.T) {
+			for _, user := range users {
+				list, err := s.s.List(s.ctx, user, tasks.ListOptions{Limit: tasks.MaxListLimit})
+				if err != nil {
+					rt.Fatalf("List: %v", err)
+				}
+				var want []*modelTask
+				for _, t := range m.tasks {
+					if t.user == user {
+						want = append(want, t)
+					}
+				}
+				if len(list) != len(want) {
+					rt.Fatalf("%s has %d tasks, want %d", user, len(list), len(want))
+				}
+				for i, got := range list {
+					w := want[len(want)-1-i] // newest first
+					if got.ID != w.id || got.Status != w.status || got.LeaseOwner != w.owner || got.Attempts != w.attempts {
+						rt.Fatalf("task %s = %s owner %q attempts %d; want %s %s owner %q attempts %d",
+							got.ID, got.Status, got.LeaseOwner, got.Attempts, w.id, w.status, w.owner, w.attempts)
+					}
+				}
+			}
+		}
 		steps := map[string]func(*rapid.T){
 			"Create": func(rt *rapid.T) {
 				user := rapid.SampledFrom(users).Draw(rt, "user")
@@ -178,32 +203,10 @@ func testModel(s *suite) {
 					rt.Fatalf("Reap = %v, want %v", got, want)
 				}
 			},
-			"": func(rt *rapid.T) {
-				for _, user := range users {
-					list, err := s.s.List(s.ctx, user, tasks.ListOptions{Limit: tasks.MaxListLimit})
-					if err != nil {
-						rt.Fatalf("List: %v", err)
-					}
-					var want []*modelTask
-					for _, t := range m.tasks {
-						if t.user == user {
-							want = append(want, t)
-						}
-					}
-					if len(list) != len(want) {
-						rt.Fatalf("%s has %d tasks, want %d", user, len(list), len(want))
-					}
-					for i, got := range list {
-						w := want[len(want)-1-i] // newest first
-						if got.ID != w.id || got.Status != w.status || got.LeaseOwner != w.owner || got.Attempts != w.attempts {
-							rt.Fatalf("task %s = %s owner %q attempts %d; want %s %s owner %q attempts %d",
-								got.ID, got.Status, got.LeaseOwner, got.Attempts, w.id, w.status, w.owner, w.attempts)
-						}
-					}
-				}
-			},
 		}
 		rt.Repeat(steps)
+		// Each step checked its own answers; now the whole state.
+		check(rt)
 		// Leave nothing queued or running for the next iteration's claims.
 		for _, t := range m.tasks {
 			if t.status.Active() {
