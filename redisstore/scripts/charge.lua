@@ -1,7 +1,7 @@
 -- charge: one check of one identity, all limits of all its rules, all or
 -- nothing.
 --
--- KEYS[1]   the receipt's key (trace, refund mark or void mark)
+-- KEYS[1]   the receipt's key (trace, refund mark or void mark; see refund.lua)
 -- KEYS[2..] per limit its state key; a sliding log has two: the log (a sorted
 --           set of "<receipt>.<charge>.<units>" scored by time) and its total
 -- ARGV[1]   now in µs, or '' for the server's TIME
@@ -17,17 +17,23 @@
 
 local now = clock(ARGV[1])
 local rk = KEYS[1]
-local mark = redis.call('GET', rk)
-if mark then
-  -- 'v': the id was voided. A trace: this id was charged already, by a
-  -- request that a client retried after losing the connection.
-  if mark == 'v' then return {-1} end
-  if string.sub(mark, 1, 1) == 't' then return {-2} end
-end
-
 local rid = ARGV[2]
 local tracettl = tonumber(ARGV[3])
 local m = tonumber(ARGV[4])
+
+-- refused returns the reply for a receipt id that already has a mark, or
+-- nil: a void mark 'v<until µs>', the id was voided; a trace 't…' or a
+-- refund mark 'r<until µs>', the id was charged already, by a request that a
+-- client retried after losing the connection. Marks past their time (only a
+-- test clock sees them) do not count.
+local function refused(mark)
+  if not mark then return nil end
+  local kind = string.sub(mark, 1, 1)
+  if kind == 't' then return {-2} end
+  if now >= tonumber(string.sub(mark, 2)) then return nil end
+  if kind == 'v' then return {-1} end
+  return {-2}
+end
 
 -- First pass: every limit's verdict, changing nothing.
 local lim = {}
@@ -84,6 +90,7 @@ for i = 1, m do
     L.total = total
     if total + c <= n then
       L.allowed, L.rem, L.reset, L.retry = 1, n - total - c, p, 0
+      L.last = loglast(L.key)
     else
       local freed, retry, off = 0, 0, 0
       local lo = '(' .. fmt(now - p)
@@ -111,6 +118,8 @@ end
 
 local out = {0}
 if not ok then
+  local r = refused(redis.call('GET', rk))
+  if r then return r end
   for i = 1, m do
     local L = lim[i]
     out[#out + 1] = L.allowed
@@ -122,43 +131,64 @@ if not ok then
   return out
 end
 
--- Second pass: apply every charge. The keys are distinct, so the verdicts of
--- the first pass stand.
-out[1] = 1
+-- Where each charge lands, and how long the longest lives.
 local trace = {}
 local life = 0
 for i = 1, m do
   local L = lim[i]
-  local n, p, c = L.n, L.p, L.c
-  local w, ends
+  local p = L.p
   if L.alg == 'f' then
-    w, ends = L.start, L.start + p
-    redis.call('SET', L.key, fmt(w) .. ' ' .. fmt(L.count + c), 'PX', ms(ends - now))
+    L.w, L.ends = L.start, L.start + p
   elseif L.alg == 's' then
-    w, ends = L.start, L.start + 2 * p
-    redis.call('SET', L.key, fmt(w) .. ' ' .. fmt(L.cur + c) .. ' ' .. fmt(L.prev), 'PX', ms(ends - now))
+    L.w, L.ends = L.start, L.start + 2 * p
   elseif L.alg == 'g' then
-    w, ends = L.tat, L.tat
-    redis.call('SET', L.key, fmt(w), 'PX', ms(ends - now))
+    L.w, L.ends = L.tat, L.tat
+  else
+    L.w = now
+    if L.last and L.last > now then L.w = L.last end -- a clock that stepped back
+    L.ends = L.w + p
+  end
+  life = math.max(life, L.ends - now)
+  trace[i] = fmt(L.w)
+end
+
+-- Claim the receipt id: record the trace unless the id has a mark already
+-- (one command: SET NX GET).
+if tracettl > 0 then
+  local tr, ttl = 't' .. table.concat(trace, ' '), ms(math.min(tracettl, life))
+  local prev = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
+  if prev then
+    local r = refused(prev)
+    if r then return r end
+    redis.call('SET', rk, tr, 'PX', ttl) -- over a stale mark
+  end
+else
+  local r = refused(redis.call('GET', rk))
+  if r then return r end
+end
+
+-- Second pass: apply every charge. The keys are distinct, so the verdicts of
+-- the first pass stand.
+out[1] = 1
+for i = 1, m do
+  local L = lim[i]
+  local p, c, w, ttl = L.p, L.c, L.w, ms(L.ends - now)
+  if L.alg == 'f' then
+    redis.call('SET', L.key, trace[i] .. ' ' .. fmt(L.count + c), 'PX', ttl)
+  elseif L.alg == 's' then
+    redis.call('SET', L.key, trace[i] .. ' ' .. fmt(L.cur + c) .. ' ' .. fmt(L.prev), 'PX', ttl)
+  elseif L.alg == 'g' then
+    redis.call('SET', L.key, trace[i], 'PX', ttl)
   else
     redis.call('ZREMRANGEBYSCORE', L.key, '-inf', fmt(now - p))
-    w = now
-    local last = loglast(L.key)
-    if last and last > w then w = last end -- a clock that stepped back
-    ends = w + p
-    redis.call('ZADD', L.key, fmt(w), rid .. '.' .. fmt(i - 1) .. '.' .. fmt(c))
-    redis.call('SET', L.tkey, fmt(L.total + c), 'PX', ms(ends - now))
-    redis.call('PEXPIRE', L.key, ms(ends - now))
+    redis.call('ZADD', L.key, trace[i], rid .. '.' .. fmt(i - 1) .. '.' .. fmt(c))
+    redis.call('SET', L.tkey, fmt(L.total + c), 'PX', ttl)
+    redis.call('PEXPIRE', L.key, ttl)
   end
-  life = math.max(life, ends - now)
-  trace[i] = fmt(w)
   out[#out + 1] = 1
   out[#out + 1] = L.rem
   out[#out + 1] = L.reset
   out[#out + 1] = 0
   out[#out + 1] = w
-end
-if tracettl > 0 then
-  redis.call('SET', rk, 't' .. table.concat(trace, ' '), 'PX', ms(math.min(tracettl, life)))
 end
 return out
