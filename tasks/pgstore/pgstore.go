@@ -67,8 +67,9 @@ func WithClock(now func() time.Time) Option {
 }
 
 // Open connects to the database at url (postgres://user:pass@host:port/db?…,
-// any form pgxpool.ParseConfig accepts) and checks that it answers. It does
-// not migrate: call Migrate.
+// any form pgxpool.ParseConfig accepts; pool_max_conns=N in the query sizes
+// the connection pool, default the larger of 4 and the number of CPUs) and
+// checks that it answers. It does not migrate: call Migrate.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
