@@ -406,13 +406,17 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 	}
 	r.FailOpen = rr.FailOpen
 	if err := r.Validate(); err != nil {
-		field := at
+		// Point at the field the message is about; the rule's own name,
+		// which prefixes it, may contain any of these words.
+		field, msg := at, strings.TrimPrefix(err.Error(), fmt.Sprintf("rule %q: ", r.Name))
 		switch {
-		case strings.Contains(err.Error(), "cost"):
-			field = at + ".cost"
-		case strings.Contains(err.Error(), "rule name"):
+		case strings.HasPrefix(msg, "rule name"):
 			field = at + ".name"
-		case strings.Contains(err.Error(), "limit"):
+		case strings.HasPrefix(msg, "cost"):
+			field = at + ".cost"
+		case strings.HasPrefix(msg, "refund guard"):
+			field = at + ".refund_guard"
+		case strings.Contains(msg, "limit"):
 			field = at + ".limits"
 		}
 		return r, d.errorAt(field, "%v", err)

@@ -158,6 +158,7 @@ func TestParseErrors(t *testing.T) {
 		{"refund_on not a list", okRule + "    refund_on: conflict\n", 5, 16, "", []string{"a string was used where a list is expected"}},
 		{"bad refund guard", okRule + "    refund_guard: lots\n", 5, 19, "rules[0].refund_guard", []string{`limit "lots"`}},
 		{"cost above limit", okRule + "    cost: 6\n", 5, 11, "rules[0].cost", []string{"cost 6 exceeds limit"}},
+		{"repeated limit", "rules:\n  - name: cost-limit\n    match: GET /\n    limits: 5/minute; 5/minute\n", 4, 13, "rules[0].limits", []string{"the same limit is given twice"}},
 		{"negative cost", okRule + "    cost: -1\n", 5, 11, "rules[0].cost", []string{"must not be negative"}},
 		{"bad duration", "server:\n  lease: forever\n", 2, 10, "server.lease", []string{`"forever" is not a positive duration`, "30s"}},
 		{"duration without unit", "server:\n  shutdown_timeout: 5\n", 2, 21, "server.shutdown_timeout", []string{"expected a number with a unit"}},
