@@ -30,12 +30,17 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { 
 // serveParallel sends GET /v1/tasks through h from every benchmark
 // goroutine, each as one of benchUsers users (header X-User), with a new
 // httptest recorder per request, as a server has a new header map per
-// response.
+// response. Besides the wall time it reports cpu-ns/op, the CPU time of
+// the whole process (all goroutines, the GC) per request.
 func serveParallel(b *testing.B, h http.Handler) {
 	b.Helper()
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
+	defer func() {
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		users := make([]*http.Request, 16)
 		for i := range users {
