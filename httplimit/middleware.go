@@ -292,6 +292,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	st.setHeaders(h, nil)
 	st.w.ResponseWriter, st.w.st = w, st
 	next.ServeHTTP(&st.w, r.WithContext(st))
+	st.done()
 }
 
 // storeFailed applies the failure policy of the request's rules.
@@ -308,6 +309,7 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 			"user", id, "rules", st.set.names, "error", err)
 		st.w.ResponseWriter, st.w.st = w, st
 		next.ServeHTTP(&st.w, r.WithContext(st))
+		st.done()
 		return
 	}
 	st.set.count(ckErrorClosed)

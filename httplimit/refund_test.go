@@ -373,3 +373,28 @@ func TestRefundNothingApplied(t *testing.T) {
 		t.Fatalf("logs: %s", l.buf.String())
 	}
 }
+
+// A refund from a goroutine that outlives its request does not touch the
+// finished response's headers (the race detector watches).
+func TestRefundAfterHandlerReturned(t *testing.T) {
+	m := mustNew(t, Config{Store: newMemstore(t, newClock()), Rules: []Rule{rule(t, "r", "/", "5/minute")}, Logger: (&logs{}).logger()})
+	done := make(chan allowance.RefundResult)
+	release := make(chan struct{})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		go func() {
+			<-release
+			res, _ := Refund(ctx, "worker gave up")
+			done <- res
+		}()
+	}))
+	w := do(h, "GET", "/", "alice")
+	close(release)
+	_ = w.Header().Get("X-RateLimit-Remaining")
+	if res := <-done; res.Outcome() != allowance.Restored {
+		t.Fatalf("late refund: %v", res.Outcome())
+	}
+	if got := w.Header().Get("X-RateLimit-Remaining"); got != "4" {
+		t.Fatalf("remaining %q after the response; want 4 (untouched)", got)
+	}
+}

@@ -27,7 +27,7 @@ type state struct {
 	call callCtx   // the check's context
 
 	mu       sync.Mutex // guards the fields below and the headers once the handler runs
-	wrote    bool       // the status was written: headers are gone
+	wrote    bool       // the status was written, or the handler returned: hands off the headers
 	refunded bool
 }
 
@@ -42,6 +42,14 @@ func (st *state) Value(k any) any {
 func stateFrom(ctx context.Context) *state {
 	st, _ := ctx.Value(stateKey{}).(*state)
 	return st
+}
+
+// done marks the end of the handler: the server now owns the headers, so a
+// refund from a goroutine that outlives the request leaves them alone.
+func (st *state) done() {
+	st.mu.Lock()
+	st.wrote = true
+	st.mu.Unlock()
 }
 
 // Header names, in canonical form so they go straight into the map.
