@@ -212,7 +212,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	case err = <-served:
 		err = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
-		log.Info("shutting down: no new requests; running tasks get the shutdown timeout to finish", "timeout", cfg.Server.ShutdownTimeout)
+		log.Info("shutting down: no new requests; running tasks get the shutdown timeout to finish (a second signal stops at once)", "timeout", cfg.Server.ShutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 		if serr := hs.Shutdown(sctx); serr != nil {
 			log.Warn("HTTP shutdown did not finish in time; closing connections", "err", serr)
