@@ -84,9 +84,9 @@ func BenchmarkHTTP(b *testing.B) {
 		serveParallel(b, newAllowance(b, store, allowance.SlidingWindow))
 	})
 	b.Run("impl=httprate", func(b *testing.B) {
-		h := httprate.Limit(1_000_000_000, time.Hour, httprate.WithKeyFuncs(func(r *http.Request) (string, error) {
+		h := httprate.LimitBy(1_000_000_000, time.Hour, func(r *http.Request) (string, error) {
 			return r.Header.Get("X-User"), nil
-		}))(okHandler)
+		})(okHandler)
 		serveParallel(b, h)
 	})
 }
