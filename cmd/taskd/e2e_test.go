@@ -37,7 +37,11 @@ func TestMain(m *testing.M) {
 	taskdBin = filepath.Join(dir, "taskd")
 	// go test puts its own GOROOT/bin first on PATH, so this is the go
 	// command running the tests.
-	build := exec.Command("go", "build", "-o", taskdBin, ".")
+	args := []string{"build", "-o", taskdBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build taskd:", err)
@@ -173,6 +177,9 @@ func start(t *testing.T, args ...string) *daemon {
 		}
 		if code := cmd.ProcessState.ExitCode(); code != 0 {
 			t.Errorf("taskd exited with %d after SIGTERM, want 0\n%s", code, d.logs)
+		}
+		if strings.Contains(d.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("taskd reported a data race\n%s", d.logs)
 		}
 		if t.Failed() {
 			t.Logf("taskd logs:\n%s", d.logs)
