@@ -434,3 +434,41 @@ func TestNewRequires(t *testing.T) {
 		t.Error("New with no store succeeded")
 	}
 }
+
+// A request charged by several rules has one receipt: a conflict refunds it
+// as a whole when any of its rules lists conflict.
+func TestConflictRefundsWholeReceipt(t *testing.T) {
+	rules := config.Default().Rules
+	rules = append(rules, config.Rule{
+		Rule:  allowance.Rule{Name: "all-posts", Limits: allowance.Limits{{Count: 3, Period: time.Hour}}},
+		Match: "POST /",
+	})
+	e := newEnv(t, rules, 0)
+	k := e.key("frank")
+	e.do("POST", "/v1/tasks", k, sleep30)
+	before := usageOf(t, e, k)
+	r := e.do("POST", "/v1/tasks", k, sleep30)
+	r.problem(t, http.StatusConflict)
+	if got := r.remaining(t); got != 2 {
+		t.Errorf("409 shows remaining %d, want 2 (all-posts, the most restrictive, unchanged)", got)
+	}
+	if after := usageOf(t, e, k); after["all-posts"] != before["all-posts"] || after["create-task"] != before["create-task"] {
+		t.Errorf("usage before the 409 %v, after %v; want unchanged", before, after)
+	}
+}
+
+// usageOf returns the used count of the first limit of each rule.
+func usageOf(t *testing.T, e *env, key string) map[string]int64 {
+	t.Helper()
+	var rl struct {
+		Limits []usage `json:"limits"`
+	}
+	e.do("GET", "/v1/ratelimit", key, "").json(t, &rl)
+	out := map[string]int64{}
+	for _, u := range rl.Limits {
+		if _, ok := out[u.Rule]; !ok {
+			out[u.Rule] = u.Used
+		}
+	}
+	return out
+}
