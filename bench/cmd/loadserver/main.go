@@ -39,6 +39,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis address (redis and ulule modes)")
 	alg := flag.String("algorithm", "sliding-window", "httplimit's algorithm (memstore and redis modes)")
+	traceTTL := flag.Duration("trace-ttl", redisstore.DefaultTraceTTL, "redisstore's WithTraceTTL (redis mode; 0 writes no trace)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -54,7 +55,7 @@ func main() {
 			_ = f.Close()
 		}()
 	}
-	if err := run(*mode, *addr, *redisAddr, *alg); err != nil {
+	if err := run(*mode, *addr, *redisAddr, *alg, *traceTTL); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
@@ -65,7 +66,7 @@ const (
 	limitPeriod = time.Hour
 )
 
-func run(mode, addr, redisAddr, algName string) error {
+func run(mode, addr, redisAddr, algName string, traceTTL time.Duration) error {
 	alg, err := allowance.ParseAlgorithm(algName)
 	if err != nil {
 		return err
@@ -89,7 +90,7 @@ func run(mode, addr, redisAddr, algName string) error {
 		}
 		h = m.Handler(ok)
 	case "redis":
-		s, err := redisstore.Open(ctx, "redis://"+redisAddr+"/0", redisstore.WithPrefix(fmt.Sprintf("load%d:", time.Now().UnixNano())))
+		s, err := redisstore.Open(ctx, "redis://"+redisAddr+"/0", redisstore.WithPrefix(fmt.Sprintf("load%d:", time.Now().UnixNano())), redisstore.WithTraceTTL(traceTTL))
 		if err != nil {
 			return err
 		}
