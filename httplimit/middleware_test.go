@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -432,6 +433,33 @@ func TestMatchCache(t *testing.T) {
 			if got != want || (method == "GET") != (got == 3) {
 				t.Fatalf("round %d: %s %s: cached %b, mux %b", round, method, target, got, want)
 			}
+		}
+	}
+}
+
+// LimitByIP and the default Key find the client behind trusted proxies.
+func TestClientBehindProxy(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, cfg := range []Config{
+		{Anonymous: LimitByIP, Key: FromHeader("X-User")},
+		{}, // Key nil: ClientIP(TrustedProxies...)
+	} {
+		cfg.Store, cfg.TrustedProxies, cfg.Rules = newMemstore(t, newClock()), proxies, []Rule{rule(t, "r", "/", "5/minute")}
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var applied []Charge
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.0.0.1:443"
+		r.Header.Set("X-Forwarded-For", "6.6.6.6, 198.51.100.7")
+		m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { applied = Applied(r.Context()) })).ServeHTTP(httptest.NewRecorder(), r)
+		want := "198.51.100.7"
+		if cfg.Anonymous == LimitByIP {
+			want = "ip:" + want
+		}
+		if len(applied) != 1 || applied[0].UserID != want {
+			t.Errorf("anonymous %d: applied %+v; want user %s", cfg.Anonymous, applied, want)
 		}
 	}
 }

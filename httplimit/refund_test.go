@@ -398,3 +398,37 @@ func TestRefundAfterHandlerReturned(t *testing.T) {
 		t.Fatalf("remaining %q after the response; want 4 (untouched)", got)
 	}
 }
+
+// A refund rewrites every limit's item in RateLimit and picks the most
+// restrictive limit anew.
+func TestRefundRewritesHeaders(t *testing.T) {
+	c := newClock()
+	m := mustNew(t, Config{Store: newMemstore(t, c), Rules: []Rule{
+		{Rule: rule(t, "create-task", "POST /v1/tasks", "2/minute; 50/day").Rule, Match: "POST /v1/tasks", RefundOn: []int{409}},
+		rule(t, "all", "/", "100/hour"),
+	}})
+	do(m.Handler(status(202)), "POST", "/v1/tasks", "alice") // create-task/60s has 1 left
+	w := do(m.Handler(status(409)), "POST", "/v1/tasks", "alice")
+	want := `"create-task/60s";r=1;t=60, "create-task/86400s";r=49;t=43200, "all";r=99;t=3600`
+	if got := w.Header().Get("RateLimit"); got != want {
+		t.Errorf("RateLimit = %q; want %q", got, want)
+	}
+	if got := w.Header().Get("X-RateLimit-Limit") + " " + w.Header().Get("X-RateLimit-Remaining"); got != "2 1" {
+		t.Errorf("X-RateLimit-Limit and -Remaining = %q; want 2 1", got)
+	}
+}
+
+// A refund after the charged window ended gives nothing back and says so.
+func TestRefundWindowEnded(t *testing.T) {
+	c := newClock()
+	reg := prometheus.NewRegistry()
+	m := mustNew(t, Config{Store: newMemstore(t, c), Registerer: reg, Rules: []Rule{rule(t, "r", "/", "5/minute")}, Logger: (&logs{}).logger()})
+	var out allowance.RefundResult
+	do(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.Advance(time.Minute)
+		out, _ = Refund(r.Context(), "too late")
+	})), "GET", "/", "alice")
+	if out.Outcome() != allowance.WindowEnded || counter(t, reg, "allowance_http_refunds_total", map[string]string{"outcome": "window_ended"}) != 1 {
+		t.Fatalf("outcome %v; want window_ended, counted", out.Outcome())
+	}
+}
