@@ -79,12 +79,13 @@ local function clock(arg)
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- ms converts a lifetime in microseconds to whole milliseconds for PX,
--- rounding up, at least 1.
+-- ms converts a lifetime in microseconds to milliseconds for PX, rounded up
+-- to a whole second: a key outlives its state by less than a second, and a
+-- hot key of a fast limit (a GCRA TAT a few µs ahead) is updated in place
+-- instead of expiring and being created again on every check.
 local function ms(us)
   us = us + slack
-  if us < 1000 then return 1 end
-  return idiv(us + 999, 1000)
+  return idiv(us + 999999, 1000000) * 1000
 end
 
 -- nums parses a state string of space-separated integers.
