@@ -75,7 +75,10 @@ type LimitState struct {
 	// Allowed is false when this limit would have been exceeded.
 	Allowed bool
 	// Remaining is how many units could still be charged now. For 10/minute
-	// with 6 used in the current window, Remaining is 4.
+	// with 6 used in the current window, Remaining is 4. In an allowed
+	// Decision it counts the request's own charge; in a denied one, a limit
+	// that would have allowed the request reports what it would have had
+	// left after it, though nothing was charged.
 	Remaining int64
 	// ResetAfter is the time until usage would be back to zero if nothing
 	// more were charged.

@@ -1,37 +1,77 @@
 package memstore
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"unsafe"
+)
 
-// TestIdentityChain: identities whose hashes collide share a chain; each is
-// found, and removing one keeps the others.
-func TestIdentityChain(t *testing.T) {
-	sh := &shard{ids: make(map[uint64]*identity)}
+// TestIdentityTable: identities are found by hash and key, whether their
+// hashes collide or not and whatever the key's length; removing one keeps
+// the others; the table grows and shrinks with its count.
+func TestIdentityTable(t *testing.T) {
+	var tb table
+	long := strings.Repeat("k", maxShortKey+1)
+	edge := strings.Repeat("e", maxShortKey)
+	keys := []string{"", "a", edge, long, long + "x"}
 	const h = 42
-	a := sh.insert(h, "a", 1)
-	b := sh.insert(h, "b", 3)
-	c := sh.insert(h, "c", 1)
-	other := sh.insert(h+1, "a", 1)
-	for key, want := range map[string]*identity{"a": a, "b": b, "c": c, "d": nil} {
-		if got := sh.lookup(h, key); got != want {
-			t.Fatalf("lookup(%q) = %p, want %p", key, got, want)
+	ids := map[string]*identity{}
+	for _, k := range keys {
+		ids[k] = tb.insert(h, k, 1) // every hash the same: one chain
+	}
+	ids["other-hash"] = tb.insert(h+1<<20, "a", 3)
+	check := func() {
+		t.Helper()
+		for k, want := range ids {
+			hh, key := uint64(h), k
+			if k == "other-hash" {
+				hh, key = h+1<<20, "a"
+			}
+			if got := tb.lookup(hh, key); got != want {
+				t.Fatalf("lookup(%d, %q) = %p, want %p", hh, key, got, want)
+			}
+		}
+		for _, k := range []string{"b", edge[1:], long[1:], "aa"} {
+			if tb.lookup(h, k) != nil {
+				t.Fatalf("lookup(%q) found an identity of another key", k)
+			}
+		}
+		if tb.count != len(ids) {
+			t.Fatalf("count %d, want %d", tb.count, len(ids))
 		}
 	}
-	if sh.lookup(h+1, "a") != other {
-		t.Fatal("lookup by another hash")
+	check()
+	for _, k := range []string{edge, "", long + "x"} { // middle, tail, head of the chain
+		tb.remove(ids[k])
+		delete(ids, k)
+		check()
 	}
-	sh.remove(h, b) // middle of the chain
-	if sh.lookup(h, "b") != nil || sh.lookup(h, "a") != a || sh.lookup(h, "c") != c {
-		t.Fatal("removing the middle of the chain lost another identity")
+	if cap(ids["other-hash"].slots) != 3 || cap(ids["a"].slots) != len(ids["a"].buf) {
+		t.Fatal("slot capacity")
 	}
-	sh.remove(h, c) // head
-	if sh.lookup(h, "c") != nil || sh.lookup(h, "a") != a {
-		t.Fatal("removing the head of the chain lost another identity")
+
+	for i := range 1000 {
+		k := fmt.Sprint(i)
+		ids[k] = tb.insert(uint64(i)*0x9e3779b97f4a7c15, k, 1)
 	}
-	sh.remove(h, a)
-	if _, ok := sh.ids[h]; ok || len(sh.ids) != 1 {
-		t.Fatalf("empty chain left in the map: %v", sh.ids)
+	if len(tb.buckets) < tb.count {
+		t.Fatalf("%d identities in %d buckets", tb.count, len(tb.buckets))
 	}
-	if cap(b.slots) != 3 || cap(a.slots) != len(a.buf) {
-		t.Fatalf("slot capacity %d and %d, want 3 and %d", cap(b.slots), cap(a.slots), len(a.buf))
+	tb.filter(func(id *identity) bool { return id.long != "" }) // keep the long keys
+	if tb.count != 1 || len(tb.buckets) != 8 || tb.lookup(h, long) != ids[long] {
+		t.Fatalf("after filtering: %d identities in %d buckets", tb.count, len(tb.buckets))
+	}
+	tb.filter(func(*identity) bool { return false })
+	if tb.count != 0 || tb.buckets != nil || tb.lookup(h, long) != nil {
+		t.Fatal("an empty table keeps its buckets")
+	}
+}
+
+// TestShardSize: a shard fills one cache line, so that shards do not share
+// one and contend for it.
+func TestShardSize(t *testing.T) {
+	if n := unsafe.Sizeof(shard{}); n != 64 {
+		t.Fatalf("a shard is %d bytes, want 64", n)
 	}
 }

@@ -15,8 +15,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,11 +41,11 @@ var _ allowance.Store = (*Store)(nil)
 
 type shard struct {
 	mu       sync.Mutex
-	ids      map[uint64]*identity // by the identity's hash; collisions chained
-	refunded *records             // receipts refunded, until their windows end
-	voided   *records             // uncertain receipts voided
-	last     int64                // latest time seen, µs: the shard's clock never goes back
-	_        [24]byte             // keep shards' mutexes on separate cache lines
+	ids      table    // the shard's identities
+	refunded *records // receipts refunded, until their windows end
+	voided   *records // uncertain receipts voided
+	last     int64    // latest time seen, µs: the shard's clock never goes back
+	// 64 bytes in all: one cache line a shard.
 }
 
 // clock returns now, or the latest time the shard has seen if that is later.
@@ -61,56 +59,6 @@ func (sh *shard) clock(now int64) int64 {
 	}
 	sh.last = now
 	return now
-}
-
-// identity holds one identity's usage: a slot per rule, limit and algorithm.
-type identity struct {
-	key   string
-	next  *identity // another identity of the same hash
-	slots []slot    // buf's, until more are needed
-	buf   [2]slot   // in the same allocation, to spare a cache miss a check
-}
-
-// lookup returns the identity key of hash h, or nil. The map is keyed by the
-// hash computed outside the lock, which makes the lookup under the lock
-// cheaper than hashing the string again.
-func (sh *shard) lookup(h uint64, key string) *identity {
-	for id := sh.ids[h]; id != nil; id = id.next {
-		if id.key == key {
-			return id
-		}
-	}
-	return nil
-}
-
-// insert adds an empty identity for key, of hash h, with room for n slots.
-func (sh *shard) insert(h uint64, key string, n int) *identity {
-	id := &identity{key: strings.Clone(key), next: sh.ids[h]}
-	id.slots = id.buf[:0]
-	if n > len(id.buf) {
-		id.slots = make([]slot, 0, n)
-	}
-	sh.ids[h] = id
-	return id
-}
-
-// remove drops identity id of hash h.
-func (sh *shard) remove(h uint64, id *identity) {
-	p := sh.ids[h]
-	if p == id {
-		if id.next == nil {
-			delete(sh.ids, h)
-		} else {
-			sh.ids[h] = id.next
-		}
-		return
-	}
-	for ; p != nil; p = p.next {
-		if p.next == id {
-			p.next = id.next
-			return
-		}
-	}
 }
 
 // guardAlg marks a slot that counts refunds for a rule's refund guard.
@@ -197,9 +145,6 @@ func New(opts ...Option) *Store {
 		s.sys = newSystemClock()
 		s.now = s.sys.micros
 	}
-	for i := range s.shards {
-		s.shards[i].ids = make(map[uint64]*identity)
-	}
 	if cfg.sweep > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.sweeper(cfg.sweep)
@@ -244,26 +189,17 @@ func (s *Store) Sweep() {
 		now := s.now()
 		sh.mu.Lock()
 		now = sh.clock(now)
-		dropped := false
-		for h, first := range sh.ids {
-			for id := first; id != nil; id = id.next {
-				live := id.slots[:0]
-				for _, sl := range id.slots {
-					if sl.expires > now {
-						live = append(live, sl)
-					}
-				}
-				clear(id.slots[len(live):])
-				id.slots = live
-				if len(live) == 0 {
-					sh.remove(h, id)
-					dropped = true
+		sh.ids.filter(func(id *identity) bool {
+			live := id.slots[:0]
+			for _, sl := range id.slots {
+				if sl.expires > now {
+					live = append(live, sl)
 				}
 			}
-		}
-		if dropped {
-			sh.ids = maps.Clone(sh.ids)
-		}
+			clear(id.slots[len(live):])
+			id.slots = live
+			return len(live) > 0
+		})
 		if sh.refunded != nil {
 			sh.refunded.rebuild(now, 0)
 		}
@@ -280,11 +216,7 @@ func (s *Store) Len() (identities, receipts int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for _, id := range sh.ids {
-			for ; id != nil; id = id.next {
-				identities++
-			}
-		}
+		identities += sh.ids.count
 		receipts += sh.refunded.len() + sh.voided.len()
 		sh.mu.Unlock()
 	}
@@ -349,11 +281,11 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 		}
 	}
 	now = sh.clock(now)
-	id := sh.lookup(h, req.Identity)
+	id := sh.ids.lookup(h, req.Identity)
 	k := id.find(r.Name, l, uint8(r.Algorithm))
 	if k < 0 {
 		if id == nil {
-			id = sh.insert(h, req.Identity, 1)
+			id = sh.ids.insert(h, req.Identity, 1)
 		}
 		k = id.add(r.Name, l, uint8(r.Algorithm))
 	}
@@ -413,7 +345,7 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 		}
 	}
 	now = sh.clock(now)
-	id := sh.lookup(h, req.Identity)
+	id := sh.ids.lookup(h, req.Identity)
 
 	allowed := true
 	i := 0
@@ -434,7 +366,7 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	}
 	if allowed {
 		if id == nil {
-			id = sh.insert(h, req.Identity, total)
+			id = sh.ids.insert(h, req.Identity, total)
 		}
 		i = 0
 		for ri := range req.Rules {
@@ -550,7 +482,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		return res, nil
 	}
 
-	id := sh.lookup(h, receipt.Identity)
+	id := sh.ids.lookup(h, receipt.Identity)
 	anyDone := false
 	for start := 0; start < len(charges); {
 		rule := charges[start].Charge.Rule
@@ -580,7 +512,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		}
 		if guard != nil && restoredAny {
 			if id == nil {
-				id = sh.insert(h, receipt.Identity, 1)
+				id = sh.ids.insert(h, receipt.Identity, 1)
 			}
 			countGuard(id, rule, *guard, now)
 		}
@@ -661,7 +593,7 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now = sh.clock(now)
-	id := sh.lookup(h, identityKey)
+	id := sh.ids.lookup(h, identityKey)
 	for _, r := range rules {
 		for _, l := range r.Limits {
 			var sl slot
@@ -706,7 +638,7 @@ func (s *Store) Reset(ctx context.Context, identityKey string, rules []allowance
 	sh, h := s.locate(identityKey)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	id := sh.lookup(h, identityKey)
+	id := sh.ids.lookup(h, identityKey)
 	if id == nil {
 		return nil
 	}
@@ -719,7 +651,7 @@ func (s *Store) Reset(ctx context.Context, identityKey string, rules []allowance
 	clear(id.slots[len(live):])
 	id.slots = live
 	if len(live) == 0 {
-		sh.remove(h, id)
+		sh.ids.remove(id)
 	}
 	return nil
 }
