@@ -456,13 +456,25 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	charges := res.Charges
 	sh, h := s.locate(receipt.Identity)
 	now := s.now()
-	expiry := receipt.Expiry(time.UnixMicro(now)).UnixMicro()
+	expiry := expiryOf(charges, receipt.Uncertain(), now)
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now = sh.clock(now)
-	// A voided ID was refunded (as uncertain) before.
-	done := sh.refunded.has(receipt.ID, now) || sh.voided.has(receipt.ID, now)
+	var done bool
+	switch {
+	case sh.voided.len() > 0 && sh.voided.has(receipt.ID, now):
+		done = true // refunded as an uncertain receipt before
+	case receipt.Uncertain():
+		done = sh.refunded.has(receipt.ID, now)
+	default:
+		// Record the refund now, in the probe that looks for an earlier one;
+		// undone below if the guard declines every charge.
+		if sh.refunded == nil {
+			sh.refunded = &records{}
+		}
+		done = !sh.refunded.claim(receipt.ID, max(expiry, now+1), now)
+	}
 	if done {
 		for i := range res.Charges {
 			res.Charges[i].Outcome = allowance.AlreadyRefunded
@@ -518,13 +530,31 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		}
 		start = end
 	}
-	if anyDone {
-		if sh.refunded == nil {
-			sh.refunded = &records{}
-		}
-		sh.refunded.add(receipt.ID, max(expiry, now+1), now)
+	if !anyDone {
+		sh.refunded.release(receipt.ID)
 	}
 	return res, nil
+}
+
+// expiryOf returns when no charge of a receipt can be restored any more, in
+// µs, as Receipt.Expiry does, from charges already at hand.
+func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int64 {
+	var end int64
+	for i := range charges {
+		c := &charges[i].Charge
+		p := c.Limit.Period.Microseconds()
+		e := c.Window
+		switch {
+		case uncertain:
+			e = now + 2*p
+		case c.Algorithm == allowance.FixedWindow, c.Algorithm == allowance.SlidingLog:
+			e += p
+		case c.Algorithm == allowance.SlidingWindow:
+			e += 2 * p
+		}
+		end = max(end, e)
+	}
+	return end
 }
 
 func refundOne(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, now int64) (allowance.Outcome, int64) {

@@ -54,6 +54,53 @@ func (r *records) has(id allowance.ReceiptID, now int64) bool {
 	}
 }
 
+// claim records id until exp (> now) unless it is held already, and reports
+// whether it recorded it: one probe sequence for a look-up and an insertion.
+func (r *records) claim(id allowance.ReceiptID, exp, now int64) bool {
+	if (r.used+1)*4 > len(r.slots)*3 {
+		r.rebuild(now, 1)
+	}
+	mask := uint64(len(r.slots) - 1)
+	free := -1
+	for i := r.index(&id); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		switch {
+		case s.exp == 0:
+			if free < 0 {
+				free = int(i)
+				r.used++
+			}
+			r.slots[free] = receiptRecord{id: id, exp: exp}
+			return true
+		case s.id == id:
+			if s.exp > now {
+				return false
+			}
+			s.exp = exp
+			return true
+		case s.exp <= now && free < 0:
+			free = int(i)
+		}
+	}
+}
+
+// release forgets id, as if it had expired.
+func (r *records) release(id allowance.ReceiptID) {
+	if r == nil || len(r.slots) == 0 {
+		return
+	}
+	mask := uint64(len(r.slots) - 1)
+	for i := r.index(&id); r.slots[i].exp != 0; i = (i + 1) & mask {
+		if r.slots[i].id == id {
+			r.slots[i].exp = expired
+			return
+		}
+	}
+}
+
+// expired marks a released entry: before any time, but not empty (0).
+const expired = -1
+
 // add records id until exp (> now), replacing an expired entry where one is
 // met on the way.
 func (r *records) add(id allowance.ReceiptID, exp, now int64) {

@@ -18,7 +18,7 @@ func TestRecords(t *testing.T) {
 		var ids []allowance.ReceiptID
 		now := int64(1000)
 		for range rapid.IntRange(1, 300).Draw(t, "ops") {
-			switch rapid.IntRange(0, 5).Draw(t, "op") {
+			switch rapid.IntRange(0, 7).Draw(t, "op") {
 			case 0, 1:
 				id := allowance.NewReceiptID()
 				if len(ids) > 0 && rapid.Bool().Draw(t, "again") {
@@ -34,11 +34,36 @@ func TestRecords(t *testing.T) {
 				model[id] = exp
 			case 2:
 				now += rapid.Int64Range(0, 20).Draw(t, "step")
+			case 6:
+				if len(ids) == 0 {
+					break
+				}
+				id := ids[rapid.IntRange(0, len(ids)-1).Draw(t, "claim")]
+				exp := now + rapid.Int64Range(1, 50).Draw(t, "claim life")
+				if r == nil {
+					r = &records{}
+				}
+				want := model[id] <= now
+				if got := r.claim(id, exp, now); got != want {
+					t.Fatalf("claim(%v) at %d = %v, want %v (expiry %d)", id, now, got, want, model[id])
+				}
+				if want {
+					model[id] = exp
+				}
+			case 7:
+				if len(ids) == 0 {
+					break
+				}
+				id := ids[rapid.IntRange(0, len(ids)-1).Draw(t, "release")]
+				r.release(id)
+				if _, ok := model[id]; ok {
+					model[id] = expired
+				}
 			case 3:
 				if r != nil {
 					r.rebuild(now, 0)
 				}
-			default:
+			case 4, 5:
 				for _, id := range ids {
 					want := model[id] > now
 					if got := r.has(id, now); got != want {
