@@ -681,3 +681,72 @@ func TestE2EStuckTaskRefundedByAnotherProcess(t *testing.T) {
 	id2, _ := r.decode(t)["id"].(string)
 	b.do("POST", "/v1/tasks/"+id2+"/cancel", key, "").want(t, http.StatusOK)
 }
+
+// waitMetric polls /metrics until series reaches at least want, and fails
+// the test after 20s.
+func (d *daemon) waitMetric(series string, want float64) {
+	d.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if d.metric(series) >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s did not reach %v within 20s (is %v)", series, want, d.metric(series))
+		}
+	}
+}
+
+// A task fails while Redis, which holds the limits, is down: the refund's
+// attempts fail and stay pending in the task database (the record and the
+// metrics say so); when Redis is back the refund is retried and restores
+// the attempt. Redis keeps its data across the outage (an append-only file
+// synced on every write), as a production Redis would.
+func TestE2ERefundWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	redis := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	conf := strings.NewReplacer(
+		"refund_on: [conflict]", "refund_on: [conflict, worker_failure]",
+		"limits: 1000/minute", "limits: 1000/minute\n    fail_open: true", // reads keep working without Redis
+	).Replace(e2eConfig)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, db, "alice")
+	d := start(t, "-db", db, "-redis", "redis://"+redis.Addr()+"/0", "-config", cfg, "-workers", "1")
+
+	r := d.do("POST", "/v1/tasks", key, `{"kind":"sleep","input":{"seconds":1,"fail":true}}`).want(t, http.StatusAccepted)
+	if left := r.remaining(t); left != createLimit-1 {
+		t.Fatalf("remaining after the submit: %d, want %d", left, createLimit-1)
+	}
+	id, _ := r.decode(t)["id"].(string)
+	redis.Stop()
+
+	d.waitMetric(`taskd_task_refunds_total{reason="worker_failure",state="pending"}`, 1)
+	task := d.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+	if task["status"] != "failed" || task["refund_state"] != "pending" || task["refund_outcome"] != nil {
+		t.Fatalf("task after a refund attempt with Redis down: %v; want failed with a pending refund", task)
+	}
+	if v := d.metric(`taskd_task_refund_records{state="pending"}`); v != 1 {
+		t.Errorf("pending refund records = %v, want 1", v)
+	}
+	if !strings.Contains(d.logs.String(), "task refund failed; will retry") {
+		t.Error("no log line says the failed refund will be retried")
+	}
+
+	redis.Restart()
+	d.waitMetric(`taskd_task_refunds_total{reason="worker_failure",state="done"}`, 1)
+	task = d.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+	if task["refund_state"] != "done" || task["refund_outcome"] != "restored" {
+		t.Fatalf("task after Redis came back: %v; want a done refund, restored", task)
+	}
+	if used := d.createUsed(key); used != 0 {
+		t.Fatalf("create-task used = %d after the refund, want 0", used)
+	}
+	for state, want := range map[string]float64{"pending": 0, "done": 1, "abandoned": 0} {
+		if v := d.metric(`taskd_task_refund_records{state="` + state + `"}`); v != want {
+			t.Errorf("refund records %s = %v, want %v", state, v, want)
+		}
+	}
+}

@@ -136,7 +136,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Name: "taskd_task_refunds_total",
 		Help: "Refund attempts for tasks that failed in a worker or got stuck, by reason (worker_failure, stuck) and the refund's state after the attempt (done, pending: retried later, abandoned).",
 	}, []string{"reason", "state"})
-	registry.MustRegister(refunds)
+	registry.MustRegister(refunds, &refundStates{store: store, log: log})
 	refunder := tasks.NewRefunder(store, refundFunc(mw, cfg.Rules), log,
 		tasks.WithRefundHook(func(t tasks.Task, st tasks.RefundState, _ error) {
 			refunds.WithLabelValues(t.RefundReason, string(st)).Inc()
@@ -319,5 +319,38 @@ func refundFunc(mw *httplimit.Middleware, rules []config.Rule) tasks.RefundFunc 
 			return "", err
 		}
 		return res.Outcome().String(), nil
+	}
+}
+
+// refundStates is a Prometheus collector of the durable refund records by
+// state (pending, done, abandoned), counted in the task database at each
+// scrape (tasks.Store.CountRefunds), so every replica reports the same
+// figures. A failed count is logged and reported as no samples.
+type refundStates struct {
+	store tasks.Store
+	log   *slog.Logger
+}
+
+var refundStatesDesc = prometheus.NewDesc("taskd_task_refund_records",
+	"Tasks with a durable refund record, by the record's state: pending (not yet made, or retried after a failure), done, abandoned (given up after repeated failures). Counted in the task database, so all replicas agree.",
+	[]string{"state"}, nil)
+
+// Describe sends the collector's one metric description.
+func (c *refundStates) Describe(ch chan<- *prometheus.Desc) { ch <- refundStatesDesc }
+
+// Collect counts the refund records in the task database.
+func (c *refundStates) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := c.store.CountRefunds(ctx)
+	if err != nil {
+		c.log.Warn("count refund records for /metrics", "err", err)
+		return
+	}
+	for _, s := range []struct {
+		state string
+		n     int
+	}{{"pending", n.Pending}, {"done", n.Done}, {"abandoned", n.Abandoned}} {
+		ch <- prometheus.MustNewConstMetric(refundStatesDesc, prometheus.GaugeValue, float64(s.n), s.state)
 	}
 }
