@@ -750,3 +750,65 @@ func TestE2ERefundWhileRedisDown(t *testing.T) {
 		}
 	}
 }
+
+// Two processes with workers share PostgreSQL and Redis; users submit tasks
+// that fail, spread over both. Each task runs once (one attempt), each
+// refund is made once (the two processes' refund attempts add up to one per
+// task, and no budget goes below what was charged before), and both
+// processes report the same refund records.
+func TestE2EReplicasRefundEachFailureOnce(t *testing.T) {
+	t.Parallel()
+	db := pgtest.DB(t)
+	redis := "redis://" + redistest.Server(t) + "/0"
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	conf := strings.Replace(e2eConfig, "refund_on: [conflict]", "refund_on: [conflict, worker_failure]", 1)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const users = 6
+	keys := make([]string, users)
+	for i := range keys {
+		keys[i] = createKey(t, db, fmt.Sprintf("user%d", i))
+	}
+	ds := []*daemon{
+		start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "2"),
+		start(t, "-db", db, "-redis", redis, "-config", cfg, "-workers", "2"),
+	}
+	ids := make([]string, users)
+	for i, key := range keys {
+		// An echo task first, so each user has one charge no refund may take.
+		echo := ds[i%2].do("POST", "/v1/tasks", key, `{"kind":"echo","input":1}`).want(t, http.StatusAccepted).decode(t)
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if ds[0].do("GET", "/v1/tasks/"+echo["id"].(string), key, "").want(t, http.StatusOK).decode(t)["status"] == "succeeded" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("echo task not succeeded within 15s")
+			}
+		}
+		r := ds[(i+1)%2].do("POST", "/v1/tasks", key, `{"kind":"sleep","input":{"seconds":0.2,"fail":true}}`).want(t, http.StatusAccepted)
+		ids[i], _ = r.decode(t)["id"].(string)
+	}
+	ds[0].waitMetric(`taskd_task_refund_records{state="done"}`, users)
+	for i, key := range keys {
+		task := ds[i%2].do("GET", "/v1/tasks/"+ids[i], key, "").want(t, http.StatusOK).decode(t)
+		if task["status"] != "failed" || task["attempts"] != 1.0 || task["refund_state"] != "done" || task["refund_outcome"] != "restored" {
+			t.Errorf("user%d's failed task: %v; want failed after 1 attempt, refund done and restored", i, task)
+		}
+		if used := ds[(i+1)%2].createUsed(key); used != 1 {
+			t.Errorf("user%d: create-task used = %d after an echo task and a refunded failure, want 1", i, used)
+		}
+	}
+	var done float64
+	for _, d := range ds {
+		done += d.metric(`taskd_task_refunds_total{reason="worker_failure",state="done"}`)
+		for state, want := range map[string]float64{"pending": 0, "done": users, "abandoned": 0} {
+			if v := d.metric(`taskd_task_refund_records{state="` + state + `"}`); v != want {
+				t.Errorf("refund records %s = %v, want %v", state, v, want)
+			}
+		}
+	}
+	if done != users {
+		t.Errorf("refunds done by the two processes: %v, want %d", done, users)
+	}
+}
