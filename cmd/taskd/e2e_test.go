@@ -812,3 +812,40 @@ func TestE2EReplicasRefundEachFailureOnce(t *testing.T) {
 		t.Errorf("refunds done by the two processes: %v, want %d", done, users)
 	}
 }
+
+// A process is killed while its worker runs a task; after a restart the
+// task's expired lease is reaped, the task queued again (max_attempts is
+// 3) and run to the end by the new process: a crash loses no task.
+func TestE2ERestartAfterKillRunsTaskAgain(t *testing.T) {
+	t.Parallel()
+	db := "sqlite:" + filepath.Join(t.TempDir(), "taskd.db")
+	cfg := filepath.Join(t.TempDir(), "taskd.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.Replace(e2eConfig, "lease: 10s", "lease: 1s", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, db, "alice")
+	a := start(t, "-db", db, "-config", cfg, "-workers", "1")
+	id, _ := a.do("POST", "/v1/tasks", key, `{"kind":"sleep","input":{"seconds":1}}`).want(t, http.StatusAccepted).decode(t)["id"].(string)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := a.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)["status"]
+		if st == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task still %v after 15s", st)
+		}
+	}
+	a.kill()
+
+	b := start(t, "-db", db, "-config", cfg, "-workers", "1")
+	var task map[string]any
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		task = b.do("GET", "/v1/tasks/"+id, key, "").want(t, http.StatusOK).decode(t)
+		if task["status"] == "succeeded" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if task["status"] != "succeeded" || task["attempts"] != 2.0 {
+		t.Fatalf("task after its process was killed and another started: %v; want succeeded after 2 attempts", task)
+	}
+}
