@@ -41,7 +41,10 @@ local ok = true
 local ki = 2
 for i = 1, m do
   local a = 4 + (i - 1) * 4
-  local L = {alg = ARGV[a + 1], n = tonumber(ARGV[a + 2]), p = tonumber(ARGV[a + 3]), c = tonumber(ARGV[a + 4]), key = KEYS[ki]}
+  -- Every field in the constructor: the table is sized once.
+  local L = {alg = ARGV[a + 1], n = tonumber(ARGV[a + 2]), p = tonumber(ARGV[a + 3]), c = tonumber(ARGV[a + 4]), key = KEYS[ki],
+    tkey = false, start = 0, count = 0, cur = 0, prev = 0, tat = 0, total = 0, last = false,
+    allowed = 0, rem = 0, reset = 0, retry = 0, w = 0, ends = 0}
   ki = ki + 1
   local n, p, c = L.n, L.p, L.c
   if L.alg == 'f' then
@@ -117,16 +120,14 @@ for i = 1, m do
 end
 
 local out = {0}
+local o = 1
 if not ok then
   local r = refused(redis.call('GET', rk))
   if r then return r end
   for i = 1, m do
     local L = lim[i]
-    out[#out + 1] = L.allowed
-    out[#out + 1] = L.rem
-    out[#out + 1] = L.reset
-    out[#out + 1] = L.retry
-    out[#out + 1] = 0
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = L.allowed, L.rem, L.reset, L.retry, 0
+    o = o + 5
   end
   return out
 end
@@ -155,7 +156,9 @@ end
 -- Claim the receipt id: record the trace unless the id has a mark already
 -- (one command: SET NX GET).
 if tracettl > 0 then
-  local tr, ttl = 't' .. table.concat(trace, ' '), ms(math.min(tracettl, life))
+  local tr = 't' .. trace[1]
+  if m > 1 then tr = 't' .. table.concat(trace, ' ') end
+  local ttl = ms(math.min(tracettl, life))
   local prev = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
   if prev then
     local r = refused(prev)
@@ -185,10 +188,7 @@ for i = 1, m do
     redis.call('SET', L.tkey, fmt(L.total + c), 'PX', ttl)
     redis.call('PEXPIRE', L.key, ttl)
   end
-  out[#out + 1] = 1
-  out[#out + 1] = L.rem
-  out[#out + 1] = L.reset
-  out[#out + 1] = 0
-  out[#out + 1] = w
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 1, L.rem, L.reset, 0, w
+  o = o + 5
 end
 return out

@@ -6,7 +6,8 @@
 -- exact. Integers are written with string.format('%d'), never tostring, which
 -- would round them to 14 digits.
 
-if redis.replicate_commands then redis.replicate_commands() end
+-- Redis 7 replicates a script's effects, not the script, so reading TIME
+-- before writing is safe (SET … NX GET in charge.lua needs Redis 7 anyway).
 
 local TWO53 = 9007199254740992
 
