@@ -1,0 +1,204 @@
+// Benchmarks of redisstore beside the raw Redis floors and the Redis rate
+// limiters Go services commonly use, all against one redis-server started for
+// the run, so that the ratios mean something. docs/redis.md has the command
+// and the table.
+package bench
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+	ulule "github.com/ulule/limiter/v3"
+	ulredis "github.com/ulule/limiter/v3/drivers/store/redis"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/redistest"
+	"github.com/allowancehq/allowance/redisstore"
+)
+
+// redisGoroutines are the concurrency levels: one caller, and many callers
+// sharing one client as the handlers of a busy API replica do.
+var redisGoroutines = []int{1, 64, 256}
+
+// redisKeySets: one hot key, and 10k keys.
+var redisKeySets = []struct {
+	name string
+	n    int
+}{{"hot-key", 1}, {"10k-keys", 10_000}}
+
+// runRedisOps runs b.N calls of op spread over g goroutines and reports
+// throughput and the 50th and 99th percentile latency of one call.
+func runRedisOps(b *testing.B, g int, keys []string, op func(ctx context.Context, key string) error) {
+	ctx := context.Background()
+	var next atomic.Int64
+	lat := make([][]time.Duration, g)
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < g; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, b.N/g+1)
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					break
+				}
+				t0 := time.Now()
+				if err := op(ctx, keys[int(i)%len(keys)]); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					break
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			lat[w] = mine
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+}
+
+// redisLimit never denies, so that every check charges: the expensive path.
+var redisLimit = allowance.Limit{Count: 1_000_000_000, Period: time.Hour}
+
+func redisLimiter(b *testing.B, s allowance.Store, limits int) *allowance.Limiter {
+	ls := allowance.Limits{redisLimit}
+	if limits == 3 {
+		ls = allowance.Limits{redisLimit, {Count: 1_000_000_000, Period: 24 * time.Hour}, {Count: 999_999_999, Period: time.Minute}}
+	}
+	l, err := allowance.NewLimiter(s, allowance.Rule{Name: "bench", Limits: ls, Algorithm: allowance.GCRA})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+func checkOp(l *allowance.Limiter) func(ctx context.Context, key string) error {
+	return func(ctx context.Context, key string) error {
+		_, err := l.Check(ctx, key)
+		return err
+	}
+}
+
+func checkRefundOp(l *allowance.Limiter) func(ctx context.Context, key string) error {
+	return func(ctx context.Context, key string) error {
+		d, err := l.Check(ctx, key)
+		if err != nil {
+			return err
+		}
+		_, err = l.Refund(ctx, &d.Receipt)
+		return err
+	}
+}
+
+// BenchmarkRedis measures, over one redis-server:
+//   - floors: go-redis INCR, go-redis EVALSHA of a one-line script, rueidis
+//     (auto-pipelined) INCR and EVALSHA of the same script;
+//   - allowance over redisstore with the rueidis and the go-redis adapter: a
+//     one-limit check, a three-limit check, and a three-limit check followed
+//     by the refund of its receipt (one op); and the one-limit check without
+//     charge traces (WithTraceTTL(0)), to show what voidability costs;
+//   - github.com/go-redis/redis_rate/v10 Allow and github.com/ulule/limiter/v3
+//     Get over its go-redis store.
+//
+// go-redis clients keep their default pool; rueidis its default pipelining.
+func BenchmarkRedis(b *testing.B) {
+	addr := redistest.Server(b)
+	gr := redis.NewClient(&redis.Options{Addr: addr})
+	defer gr.Close()
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rc.Close()
+	ctx := context.Background()
+
+	storeRueidis, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("ar:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	storeNoTrace, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("an:"), redisstore.WithTraceTTL(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	storeGoRedis, err := redisstore.NewGoRedis(gr, redisstore.WithPrefix("ag:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	trivial := redis.NewScript("return redis.call('INCR', KEYS[1])")
+	if err := trivial.Load(ctx, gr).Err(); err != nil {
+		b.Fatal(err)
+	}
+	trivialRueidis := rueidis.NewLuaScript("return redis.call('INCR', KEYS[1])")
+	rate := redis_rate.NewLimiter(gr)
+	rrLimit := redis_rate.Limit{Rate: 1_000_000_000, Burst: 1_000_000_000, Period: time.Hour}
+	ustore, err := ulredis.NewStoreWithOptions(gr, ulule.StoreOptions{Prefix: "ulule", MaxRetry: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ul := ulule.New(ustore, ulule.Rate{Period: time.Hour, Limit: 1_000_000_000})
+
+	cases := []struct {
+		name string
+		op   func(ctx context.Context, key string) error
+	}{
+		{"goredis-INCR", func(ctx context.Context, key string) error { return gr.Incr(ctx, key).Err() }},
+		{"goredis-EVALSHA", func(ctx context.Context, key string) error { return trivial.EvalSha(ctx, gr, []string{key}).Err() }},
+		{"rueidis-INCR", func(ctx context.Context, key string) error {
+			return rc.Do(ctx, rc.B().Incr().Key(key).Build()).Error()
+		}},
+		{"rueidis-EVALSHA", func(ctx context.Context, key string) error {
+			return trivialRueidis.Exec(ctx, rc, []string{key}, nil).Error()
+		}},
+		{"allowance-rueidis-1limit", checkOp(redisLimiter(b, storeRueidis, 1))},
+		{"allowance-rueidis-1limit-notrace", checkOp(redisLimiter(b, storeNoTrace, 1))},
+		{"allowance-rueidis-3limits", checkOp(redisLimiter(b, storeRueidis, 3))},
+		{"allowance-rueidis-3limits-refund", checkRefundOp(redisLimiter(b, storeRueidis, 3))},
+		{"allowance-goredis-1limit", checkOp(redisLimiter(b, storeGoRedis, 1))},
+		{"allowance-goredis-3limits", checkOp(redisLimiter(b, storeGoRedis, 3))},
+		{"allowance-goredis-3limits-refund", checkRefundOp(redisLimiter(b, storeGoRedis, 3))},
+		{"redis_rate-Allow", func(ctx context.Context, key string) error {
+			_, err := rate.Allow(ctx, key, rrLimit)
+			return err
+		}},
+		{"ulule-Get", func(ctx context.Context, key string) error {
+			_, err := ul.Get(ctx, key)
+			return err
+		}},
+	}
+	for _, ks := range redisKeySets {
+		keys := make([]string, ks.n)
+		for i := range keys {
+			keys[i] = "user-" + strconv.Itoa(i)
+		}
+		for _, g := range redisGoroutines {
+			for _, c := range cases {
+				b.Run("keys="+ks.name+"/g="+strconv.Itoa(g)+"/impl="+c.name, func(b *testing.B) {
+					runRedisOps(b, g, keys, c.op)
+				})
+			}
+		}
+	}
+}
