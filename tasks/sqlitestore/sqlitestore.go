@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/allowancehq/allowance/tasks"
@@ -51,6 +52,12 @@ type Store struct {
 	// skipConflictRead makes Create go straight to the insert, so tests
 	// can reach the conflict that the insert decides.
 	skipConflictRead bool
+
+	// stmts holds the prepared statements of the reads on every request's
+	// path (see readRow): compiling a statement costs about as much as
+	// running it.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
 }
 
 var _ tasks.Store = (*Store)(nil)
@@ -78,7 +85,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("open sqlite task store %q: a path must not contain '?'", path)
 	}
-	s := &Store{now: time.Now}
+	s := &Store{now: time.Now, stmts: make(map[string]*sql.Stmt)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -121,6 +128,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.stmtMu.Lock()
+	for q, st := range s.stmts {
+		_ = st.Close()
+		delete(s.stmts, q)
+	}
+	s.stmtMu.Unlock()
 	err := s.w.Close()
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
@@ -216,7 +229,7 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	var active string
 	err = sql.ErrNoRows
 	if !s.skipConflictRead {
-		err = s.r.QueryRowContext(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
+		err = s.readRow(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
 	}
 	switch {
 	case err == nil:
@@ -249,7 +262,7 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 
 // Get returns the user's task; see tasks.Store.
 func (s *Store) Get(ctx context.Context, userID, id string) (tasks.Task, error) {
-	t, err := scanTask(s.r.QueryRowContext(ctx, `SELECT `+columns+` FROM tasks WHERE id = ? AND user_id = ?`, id, userID))
+	t, err := scanTask(s.readRow(ctx, `SELECT `+columns+` FROM tasks WHERE id = ? AND user_id = ?`, id, userID))
 	if err != nil {
 		return tasks.Task{}, fmt.Errorf("get task %s: %w", id, err)
 	}
@@ -562,7 +575,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, userID string, keyHash []byte)
 // UserByAPIKey returns the user of a key hash; see tasks.Store.
 func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
 	var user string
-	err := s.r.QueryRowContext(ctx, `SELECT user_id FROM api_keys WHERE key_hash = ?`, keyHash).Scan(&user)
+	err := s.readRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = ?`, keyHash).Scan(&user)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("api key: %w", tasks.ErrNotFound)
 	}
@@ -571,6 +584,36 @@ func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error
 	}
 	return user, nil
 }
+
+// readRow runs query, a read of at most one row, on the read pool as a
+// statement prepared once and kept until Close. Only reads use the cache: a
+// statement of the single-connection writer would have to be prepared
+// while a transaction may hold that connection.
+func (s *Store) readRow(ctx context.Context, query string, args ...any) scanner {
+	s.stmtMu.Lock()
+	st, ok := s.stmts[query]
+	s.stmtMu.Unlock()
+	if !ok {
+		var err error
+		if st, err = s.r.PrepareContext(ctx, query); err != nil {
+			return errRow{err}
+		}
+		s.stmtMu.Lock()
+		if old, raced := s.stmts[query]; raced {
+			_ = st.Close()
+			st = old
+		} else {
+			s.stmts[query] = st
+		}
+		s.stmtMu.Unlock()
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// errRow is a row whose query failed before it ran.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 // write runs f in an IMMEDIATE transaction on the writer connection and
 // commits when f returns nil; errors are wrapped with what.
