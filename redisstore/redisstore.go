@@ -16,6 +16,8 @@
 // ("h…"): user-controlled text cannot leave the tag, collide or grow keys.
 // Every key has an expiry. docs/redis.md describes the schema and its memory.
 //
+// It needs Redis 7.0 or later (or Valkey).
+//
 // Clients: Open and OpenCluster make a rueidis client, whose automatic
 // pipelining of concurrent commands is what makes a shared Redis fast under
 // load. NewRueidis and NewGoRedis take a client the caller already has (a
