@@ -5,7 +5,12 @@
 // so checks of unrelated identities rarely contend. Memory is bounded by the
 // identities active within their longest period: an identity whose every
 // window has ended is dropped by a background sweeper (stopped by Close), and
-// the record of a refunded receipt is dropped once its windows have ended.
+// the record of a refunded receipt is forgotten once its windows have ended
+// (a later refund of it then reports WindowEnded: nothing is restored twice).
+//
+// Time is the wall clock in microseconds, read once a call before the shard's
+// lock is taken; per shard it never goes back, so a clock that steps back
+// cannot roll a window back.
 //
 // A memstore lives and dies with its process: use redisstore to share limits
 // between replicas.
