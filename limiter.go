@@ -46,28 +46,35 @@ func (l *Limiter) Rules() []Rule { return l.rules }
 func (l *Limiter) Store() Store { return l.store }
 
 // Check charges identity for one request against every rule, all or nothing.
-// When the request is allowed, d.Receipt records the charge for Refund.
+// When the request is allowed, the Decision's Receipt records the charge
+// for Refund.
 //
 // When the store fails, Check returns the error. If the error wraps
-// ErrUncertain, the store may have applied the charge: d.Receipt is then an
+// ErrUncertain, the store may have applied the charge: the Receipt is then an
 // uncertain receipt, and refunding it undoes the charge if it was applied
 // (exactly once either way).
 //
 // Check does not allocate for up to four limits in all.
-func (l *Limiter) Check(ctx context.Context, identity string) (d Decision, err error) {
+func (l *Limiter) Check(ctx context.Context, identity string) (Decision, error) {
 	if identity == "" {
-		return d, ErrNoIdentity
+		return Decision{}, ErrNoIdentity
 	}
 	req := Request{ID: NewReceiptID(), Identity: identity, Rules: l.rules}
-	// Named results: the Decision is a few hundred bytes, copied once less.
-	d, err = l.store.Charge(ctx, req)
+	d, err := l.store.Charge(ctx, req)
 	if err != nil {
-		if errors.Is(err, ErrUncertain) {
-			return Decision{Receipt: UncertainReceipt(req)}, err
-		}
-		return Decision{}, err
+		return failedCheck(req, err)
 	}
 	return d, nil
+}
+
+// failedCheck is Check's result when the store failed: an uncertain receipt
+// when the charge may have been applied. Apart from Check, so that Check's
+// frame and its copies of the Decision stay small.
+func failedCheck(req Request, err error) (Decision, error) {
+	if errors.Is(err, ErrUncertain) {
+		return Decision{Receipt: UncertainReceipt(req)}, err
+	}
+	return Decision{}, err
 }
 
 // Refund gives back what receipt charged, at most once per receipt however

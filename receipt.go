@@ -87,23 +87,26 @@ type Receipt struct {
 
 	rules     []Rule // rules charged, in order; shared with the Limiter, never modified
 	uncertain bool
-	charged   bool // the windows describe applied charges
-	n         int  // number of windows set
+	charged   bool  // the windows describe applied charges
+	n         uint8 // number of windows set (at most MaxRules*MaxLimitsPerRule)
 	inline    [maxInline]int64
-	more      []int64
+	more      *[]int64 // windows beyond the inline ones
 }
 
 func (r *Receipt) setWindow(i int, w int64) {
 	if i < maxInline {
 		r.inline[i] = w
 	} else {
-		for len(r.more) <= i-maxInline {
-			r.more = append(r.more, 0)
+		if r.more == nil {
+			r.more = new([]int64)
 		}
-		r.more[i-maxInline] = w
+		for len(*r.more) <= i-maxInline {
+			*r.more = append(*r.more, 0)
+		}
+		(*r.more)[i-maxInline] = w
 	}
-	if i >= r.n {
-		r.n = i + 1
+	if i >= int(r.n) {
+		r.n = uint8(i + 1)
 	}
 }
 
@@ -111,7 +114,7 @@ func (r *Receipt) window(i int) int64 {
 	if i < maxInline {
 		return r.inline[i]
 	}
-	return r.more[i-maxInline]
+	return (*r.more)[i-maxInline]
 }
 
 // ruleLimit returns the rule and the limit of the i-th limit of the rules.
@@ -132,7 +135,7 @@ func (r *Receipt) Len() int {
 	if !r.charged && !r.uncertain {
 		return 0
 	}
-	return r.n
+	return int(r.n)
 }
 
 // Charge returns the i-th charge, 0 <= i < Len().
@@ -292,7 +295,7 @@ func (r *Receipt) MarshalBinary() ([]byte, error) {
 	if len(r.Identity) > maxIdentity {
 		return nil, fmt.Errorf("marshal receipt: identity is %d bytes; at most %d are allowed", len(r.Identity), maxIdentity)
 	}
-	b := make([]byte, 0, 32+len(r.Identity)+r.n*32)
+	b := make([]byte, 0, 32+len(r.Identity)+int(r.n)*32)
 	b = append(b, receiptVersion, 0)
 	if r.uncertain {
 		b[1] = 1
@@ -301,7 +304,7 @@ func (r *Receipt) MarshalBinary() ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(r.Identity)))
 	b = append(b, r.Identity...)
 	b = binary.AppendUvarint(b, uint64(r.n))
-	for i := 0; i < r.n; i++ {
+	for i := 0; i < int(r.n); i++ {
 		c := r.Charge(i)
 		b = binary.AppendUvarint(b, uint64(len(c.Rule)))
 		b = append(b, c.Rule...)

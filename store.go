@@ -89,19 +89,33 @@ type LimitState struct {
 }
 
 // state is what a Decision keeps per limit; the rule and limit come from the
-// receipt's rules.
+// receipt's rules, and whether the limit allowed from Decision.denied for the
+// inline states.
 type state struct {
 	remaining  int64
 	resetAfter time.Duration
 	retryAfter time.Duration
-	allowed    bool
+}
+
+// moreState is a state beyond the inline ones.
+type moreState struct {
+	state
+	allowed bool
 }
 
 // Decision is the outcome of a check. It is a value (no pointers to fill) so
-// that a check needs no allocation for up to four limits.
+// that a check needs no allocation for up to four limits. It is kept small
+// (about 250 bytes), since it is returned by value through the Store and the
+// Limiter.
 type Decision struct {
 	// Allowed reports whether the request was admitted and charged.
 	Allowed bool
+
+	// Unexported fields packed beside Allowed, in what would be padding.
+	most   int8  // index of the most restrictive limit, -1 before any
+	n      uint8 // number of limit states (at most MaxRules*MaxLimitsPerRule)
+	denied uint8 // bit i: the i-th inline state did not allow
+
 	// Remaining, ResetAfter and RetryAfter are those of the most restrictive
 	// limit: when denied, the denying limit with the longest RetryAfter; when
 	// allowed, the limit with the fewest remaining units (the longest
@@ -113,17 +127,15 @@ type Decision struct {
 	// Allowed; its ID and Identity are set either way.
 	Receipt Receipt
 
-	most   int // index of the most restrictive limit
-	n      int
 	inline [maxInline]state
-	more   []state
+	more   *[]moreState // states beyond the inline ones
 }
 
 // NewDecision starts the Decision for req, with no limit states yet; a Store
 // fills it with SetLimit for each limit of each rule, in order, and calls
 // Allow when it charged them.
-func NewDecision(req Request) Decision {
-	d := Decision{most: -1}
+func NewDecision(req Request) (d Decision) {
+	d.most = -1
 	d.Receipt.ID = req.ID
 	d.Receipt.Identity = req.Identity
 	d.Receipt.rules = req.Rules
@@ -137,21 +149,29 @@ func NewDecision(req Request) Decision {
 // charge, all in microseconds of the store's clock. For use by Store
 // implementations.
 func (d *Decision) SetLimit(i int, allowed bool, remaining int64, resetAfter, retryAfter time.Duration, window int64) {
-	s := state{remaining: remaining, resetAfter: resetAfter, retryAfter: retryAfter, allowed: allowed}
+	s := state{remaining: remaining, resetAfter: resetAfter, retryAfter: retryAfter}
 	if i < maxInline {
 		d.inline[i] = s
-	} else {
-		for len(d.more) <= i-maxInline {
-			d.more = append(d.more, state{})
+		if allowed {
+			d.denied &^= 1 << i
+		} else {
+			d.denied |= 1 << i
 		}
-		d.more[i-maxInline] = s
+	} else {
+		if d.more == nil {
+			d.more = new([]moreState)
+		}
+		for len(*d.more) <= i-maxInline {
+			*d.more = append(*d.more, moreState{})
+		}
+		(*d.more)[i-maxInline] = moreState{state: s, allowed: allowed}
 	}
-	if i >= d.n {
-		d.n = i + 1
+	if i >= int(d.n) {
+		d.n = uint8(i + 1)
 	}
 	d.Receipt.setWindow(i, window)
-	if d.most < 0 || moreRestrictive(s, d.state(d.most)) {
-		d.most = i
+	if d.most < 0 || moreRestrictive(allowed, s, d.allowed(int(d.most)), d.state(int(d.most))) {
+		d.most = int8(i)
 		d.Remaining, d.ResetAfter, d.RetryAfter = s.remaining, s.resetAfter, s.retryAfter
 	}
 }
@@ -163,11 +183,11 @@ func (d *Decision) Allow() {
 	d.Receipt.charged = true
 }
 
-func moreRestrictive(a, b state) bool {
-	if a.allowed != b.allowed {
-		return !a.allowed
+func moreRestrictive(aAllowed bool, a state, bAllowed bool, b state) bool {
+	if aAllowed != bAllowed {
+		return !aAllowed
 	}
-	if !a.allowed {
+	if !aAllowed {
 		return a.retryAfter > b.retryAfter
 	}
 	if a.remaining != b.remaining {
@@ -180,23 +200,30 @@ func (d *Decision) state(i int) state {
 	if i < maxInline {
 		return d.inline[i]
 	}
-	return d.more[i-maxInline]
+	return (*d.more)[i-maxInline].state
+}
+
+func (d *Decision) allowed(i int) bool {
+	if i < maxInline {
+		return d.denied&(1<<i) == 0
+	}
+	return (*d.more)[i-maxInline].allowed
 }
 
 // Len returns the number of limit states: one per limit of every rule checked.
-func (d *Decision) Len() int { return d.n }
+func (d *Decision) Len() int { return int(d.n) }
 
 // State returns the state of the i-th limit, 0 <= i < Len(), counting the
 // limits of every rule in order.
 func (d *Decision) State(i int) LimitState {
 	s := d.state(i)
 	r, l := d.Receipt.ruleLimit(i)
-	return LimitState{Rule: r.Name, Limit: l, Allowed: s.allowed, Remaining: s.remaining, ResetAfter: s.resetAfter, RetryAfter: s.retryAfter}
+	return LimitState{Rule: r.Name, Limit: l, Allowed: d.allowed(i), Remaining: s.remaining, ResetAfter: s.resetAfter, RetryAfter: s.retryAfter}
 }
 
 // States returns every limit's state.
 func (d *Decision) States() []LimitState {
-	out := make([]LimitState, d.n)
+	out := make([]LimitState, d.Len())
 	for i := range out {
 		out[i] = d.State(i)
 	}
@@ -205,7 +232,7 @@ func (d *Decision) States() []LimitState {
 
 // MostRestrictive returns the index of the limit that Remaining, ResetAfter
 // and RetryAfter describe, or -1 when the Decision has no limits.
-func (d *Decision) MostRestrictive() int { return d.most }
+func (d *Decision) MostRestrictive() int { return int(d.most) }
 
 // Outcome is what a refund did to one charge.
 type Outcome uint8

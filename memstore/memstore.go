@@ -274,6 +274,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 	r := &req.Rules[0]
 	l := r.Limits[0]
 	c := r.Amount()
+	t := emission(r.Algorithm, l) // a division: not under the lock
 	d = allowance.NewDecision(req)
 	sh, h := s.locate(req.Identity)
 	now := s.now()
@@ -295,7 +296,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 		k = id.add(r.Name, l, uint8(r.Algorithm))
 	}
 	sl := &id.slots[k]
-	res := evaluate(sl, r.Algorithm, l, c, now, true)
+	res := evaluate(sl, r.Algorithm, l, t, c, now, true)
 	var window int64
 	if res.Allowed {
 		window = record(sl, r.Algorithm, l, req.ID, 0, c, now)
@@ -364,7 +365,7 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 			if k >= 0 {
 				sl = id.slots[k]
 			}
-			results[i] = evaluate(&sl, r.Algorithm, l, c, now, false)
+			results[i] = evaluate(&sl, r.Algorithm, l, emission(r.Algorithm, l), c, now, false)
 			allowed = allowed && results[i].Allowed
 			i++
 		}
@@ -383,7 +384,7 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 					k = id.add(r.Name, l, uint8(r.Algorithm))
 				}
 				sl := &id.slots[k]
-				results[i] = evaluate(sl, r.Algorithm, l, c, now, true)
+				results[i] = evaluate(sl, r.Algorithm, l, emission(r.Algorithm, l), c, now, true)
 				windows[i] = record(sl, r.Algorithm, l, req.ID, i, c, now)
 				i++
 			}
@@ -400,10 +401,20 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	return d, nil
 }
 
+// emission returns the emission interval of l for GCRA, zero for the other
+// algorithms.
+func emission(alg allowance.Algorithm, l allowance.Limit) int64 {
+	if alg != allowance.GCRA {
+		return 0
+	}
+	return allowance.EmissionInterval(l)
+}
+
 // evaluate computes a limit's verdict on sl at now and, when apply is set
-// and the charge is allowed, records it in sl. For SlidingLog, apply prunes
-// the log; the caller adds the entry.
-func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, c, now int64, apply bool) algo.Result {
+// and the charge is allowed, records it in sl. t is the limit's emission
+// interval for GCRA (see emission). For SlidingLog, apply prunes the log; the
+// caller adds the entry.
+func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, t, c, now int64, apply bool) algo.Result {
 	n, p := l.Count, l.Period.Microseconds()
 	switch alg {
 	case allowance.FixedWindow:
@@ -419,7 +430,7 @@ func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, c, now int64
 		}
 		return res
 	case allowance.GCRA:
-		res, st := algo.GCRA{TAT: sl.a}.Charge(n, allowance.EmissionInterval(l), c, now)
+		res, st := algo.GCRA{TAT: sl.a}.Charge(n, t, c, now)
 		if apply && res.Allowed {
 			sl.a, sl.expires = st.TAT, st.TAT
 		}
