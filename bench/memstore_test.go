@@ -54,9 +54,15 @@ func makeKeys(n int) []string {
 
 // runKeys runs check in parallel, each goroutine walking keys from a random
 // start, so that with many keys the goroutines rarely meet.
+//
+// Besides the wall time per op it reports cpu-ns/op, the process's CPU time
+// per op (all goroutines, spinning on locks included), which the load of a
+// shared machine distorts far less than the wall time.
 func runKeys(b *testing.B, keys []string, check func(key string) bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
+	defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	b.RunParallel(func(pb *testing.PB) {
 		i := rand.IntN(len(keys))
 		for pb.Next() {

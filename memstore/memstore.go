@@ -36,6 +36,7 @@ type Store struct {
 	seed   maphash.Seed
 	shards []shard
 	mask   uint64
+	slabs  sync.Pool // of *outcomeSlab, for refund results
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -465,9 +466,22 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("memstore: refund: %w", err)
 	}
-	res.Charges = make([]allowance.ChargeOutcome, receipt.Len())
+	res.Charges = s.outcomes(receipt.Len())
+	// GCRA's emission intervals and increments are divisions: made here,
+	// not under the lock.
+	var gcraBuf [maxInlineCharges]gcraRefund
+	gcra := gcraBuf[:0]
+	if receipt.Len() > maxInlineCharges {
+		gcra = make([]gcraRefund, 0, receipt.Len())
+	}
 	for i := range res.Charges {
-		res.Charges[i].Charge = receipt.Charge(i)
+		c := receipt.Charge(i)
+		res.Charges[i].Charge = c
+		var g gcraRefund
+		if c.Algorithm == allowance.GCRA {
+			g = gcraRefund{t: allowance.EmissionInterval(c.Limit), inc: c.Increment()}
+		}
+		gcra = append(gcra, g)
 	}
 	charges := res.Charges
 	sh, h := s.locate(receipt.Identity)
@@ -534,7 +548,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		anyDone = true
 		restoredAny := false
 		for i := start; i < end; i++ {
-			out, units := refundOne(id, receipt.ID, i, charges[i].Charge, now)
+			out, units := refundOne(id, receipt.ID, i, charges[i].Charge, gcra[i], now)
 			res.Charges[i].Outcome, res.Charges[i].Restored = out, units
 			restoredAny = restoredAny || out == allowance.Restored
 		}
@@ -573,7 +587,11 @@ func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int6
 	return end
 }
 
-func refundOne(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, now int64) (allowance.Outcome, int64) {
+// gcraRefund is what a GCRA refund computes by division: the limit's
+// emission interval and the charge's increment.
+type gcraRefund struct{ t, inc int64 }
+
+func refundOne(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, g gcraRefund, now int64) (allowance.Outcome, int64) {
 	k := id.find(c.Rule, c.Limit, uint8(c.Algorithm))
 	if k < 0 {
 		return allowance.WindowEnded, 0
@@ -593,7 +611,7 @@ func refundOne(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge,
 		sl.a, sl.b, sl.c = st.Start, st.Cur, st.Prev
 	case allowance.GCRA:
 		var st algo.GCRA
-		st, ok, units = algo.GCRA{TAT: sl.a}.Refund(allowance.EmissionInterval(c.Limit), c.Increment(), c.Window, now)
+		st, ok, units = algo.GCRA{TAT: sl.a}.Refund(g.t, g.inc, c.Window, now)
 		sl.a = st.TAT
 	case allowance.SlidingLog:
 		if sl.log != nil {

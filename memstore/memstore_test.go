@@ -115,3 +115,52 @@ func TestSystemClock(t *testing.T) {
 		t.Fatalf("charge at %d µs, outside the wall clock's [%d, %d]", w, before, after)
 	}
 }
+
+// TestRefundResultsAreTheirOwn: refund results are carved from shared slabs;
+// each must keep its outcomes whatever later refunds, or appends to another
+// result, write, also from many goroutines at once (run with -race).
+func TestRefundResultsAreTheirOwn(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New(memstore.WithSweepInterval(0))
+	defer s.Close()
+	lim, err := allowance.NewLimiter(s, rule(allowance.FixedWindow, "1000000/hour"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, refunds = 4, 200
+	errs := make(chan error, goroutines)
+	for g := 0; g < goroutines; g++ {
+		go func() {
+			var kept []allowance.RefundResult
+			for i := 0; i < refunds; i++ {
+				d, err := lim.Check(ctx, fmt.Sprintf("user-%d-%d", g, i))
+				if err != nil || !d.Allowed {
+					errs <- fmt.Errorf("check: allowed %v, err %v", d.Allowed, err)
+					return
+				}
+				res, err := lim.Refund(ctx, &d.Receipt)
+				if err != nil {
+					errs <- err
+					return
+				}
+				kept = append(kept, res)
+			}
+			// Appending to a result must not write into the next one.
+			for _, res := range kept {
+				_ = append(res.Charges, allowance.ChargeOutcome{Outcome: allowance.Declined})
+			}
+			for i, res := range kept {
+				if len(res.Charges) != 1 || res.Charges[0].Outcome != allowance.Restored || res.Charges[0].Restored != 1 || res.Charges[0].Charge.Rule != "r" {
+					errs <- fmt.Errorf("goroutine %d refund %d: result %+v", g, i, res.Charges)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < goroutines; g++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
