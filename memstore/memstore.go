@@ -10,7 +10,14 @@
 //
 // Time is the wall clock in microseconds, read once a call before the shard's
 // lock is taken; per shard it never goes back, so a clock that steps back
-// cannot roll a window back.
+// cannot roll a window back. To keep that read cheap, the default clock reads
+// only the monotonic clock: it takes the wall clock at New and again at every
+// sweep of the background sweeper, and adds the monotonic time elapsed since.
+// Windows are therefore aligned to the wall clock, except that a step of the
+// wall clock (set by an operator, or by NTP at start-up) is followed only at
+// the next sweep; NTP's usual gradual correction (a slew) changes the rate of
+// the monotonic clock too (on Linux), so it is followed at once. Without the
+// sweeper (WithSweepInterval(0)) the wall clock is read at New only.
 //
 // A memstore lives and dies with its process: use redisstore to share limits
 // between replicas.
@@ -93,6 +100,15 @@ type clockAnchor struct {
 	us int64     // t's wall clock in µs
 }
 
+// micros returns the store's time in µs: the system clock's without an
+// indirect call, or the clock of WithClock.
+func (s *Store) micros() int64 {
+	if s.sys != nil {
+		return s.sys.micros()
+	}
+	return s.now()
+}
+
 func newSystemClock() *systemClock {
 	c := &systemClock{}
 	c.anchor()
@@ -121,7 +137,9 @@ type Option func(*config)
 // WithClock makes the store read time from now instead of the system clock.
 // Tests pass a fake clock to step through windows without sleeping. The
 // store's time never goes back for an identity: a clock that steps back reads
-// as the latest time already seen.
+// as the latest time already seen. now is called once per call of the store,
+// so it should be cheap; the default clock reads only the monotonic clock
+// (see the package documentation), where time.Now reads two clocks.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
 // WithShards sets the number of shards, rounded up to a power of two; the
@@ -192,7 +210,7 @@ func (s *Store) sweeper(every time.Duration) {
 func (s *Store) Sweep() {
 	for i := range s.shards {
 		sh := &s.shards[i]
-		now := s.now()
+		now := s.micros()
 		sh.mu.Lock()
 		now = sh.clock(now)
 		sh.ids.filter(func(id *identity) bool {
@@ -278,7 +296,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 	t := emission(r.Algorithm, l) // a division: not under the lock
 	d = allowance.NewDecision(req)
 	sh, h := s.locate(req.Identity)
-	now := s.now()
+	now := s.micros()
 
 	sh.mu.Lock()
 	if sh.voided.len() > 0 {
@@ -342,7 +360,7 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 		results, slots, windows = make([]algo.Result, total), make([]int, total), make([]int64, total)
 	}
 	sh, h := s.locate(req.Identity)
-	now := s.now()
+	now := s.micros()
 
 	sh.mu.Lock()
 	if sh.voided.len() > 0 {
@@ -485,7 +503,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	}
 	charges := res.Charges
 	sh, h := s.locate(receipt.Identity)
-	now := s.now()
+	now := s.micros()
 	expiry := expiryOf(charges, receipt.Uncertain(), now)
 
 	sh.mu.Lock()
@@ -653,7 +671,7 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 	}
 	var out []allowance.Usage
 	sh, h := s.locate(identityKey)
-	now := s.now()
+	now := s.micros()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now = sh.clock(now)
