@@ -8,6 +8,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,6 +200,123 @@ func BenchmarkRedis(b *testing.B) {
 					runRedisOps(b, g, keys, c.op)
 				})
 			}
+		}
+	}
+}
+
+// serverCost reads the server's counters: the time spent in scripts
+// (EVAL/EVALSHA, their inner commands included), in top-level commands
+// other than scripts, and the process's CPU time, all in µs.
+type serverCost struct{ script, other, cpu float64 }
+
+func readServerCost(ctx context.Context, b *testing.B, gr *redis.Client) serverCost {
+	var c serverCost
+	stats, err := gr.Info(ctx, "commandstats", "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var scriptInner float64
+	for _, line := range strings.Split(stats, "\n") {
+		line = strings.TrimSpace(line)
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "used_cpu_sys", "used_cpu_user":
+			v, _ := strconv.ParseFloat(rest, 64)
+			c.cpu += v * 1e6
+			continue
+		}
+		cmd, ok := strings.CutPrefix(name, "cmdstat_")
+		if !ok || cmd == "info" || cmd == "config" {
+			continue
+		}
+		var usec float64
+		for _, f := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				usec, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		switch cmd {
+		case "evalsha", "eval":
+			c.script += usec
+		default:
+			scriptInner += usec
+		}
+	}
+	c.other = scriptInner
+	return c
+}
+
+// BenchmarkRedisServerCost measures what each operation costs the Redis
+// server, which a loaded machine distorts far less than wall time: the
+// server's time in scripts per operation (commandstats usec of EVAL and
+// EVALSHA, which includes the commands a script calls), and its CPU time
+// per operation (INFO cpu, network included). 64 goroutines pipeline the
+// calls, so the server's per-read cost is shared as in a busy replica.
+func BenchmarkRedisServerCost(b *testing.B) {
+	addr := redistest.Server(b)
+	gr := redis.NewClient(&redis.Options{Addr: addr})
+	defer gr.Close()
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rc.Close()
+	ctx := context.Background()
+	store := func(opts ...redisstore.Option) allowance.Store {
+		s, err := redisstore.NewRueidis(rc, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	trivialRueidis := rueidis.NewLuaScript("return redis.call('INCR', KEYS[1])")
+	rate := redis_rate.NewLimiter(gr)
+	rrLimit := redis_rate.Limit{Rate: 1_000_000_000, Burst: 1_000_000_000, Period: time.Hour}
+	ustore, err := ulredis.NewStoreWithOptions(gr, ulule.StoreOptions{Prefix: "ulule", MaxRetry: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ul := ulule.New(ustore, ulule.Rate{Period: time.Hour, Limit: 1_000_000_000})
+	cases := []struct {
+		name string
+		op   func(ctx context.Context, key string) error
+	}{
+		{"rueidis-EVALSHA", func(ctx context.Context, key string) error {
+			return trivialRueidis.Exec(ctx, rc, []string{key}, nil).Error()
+		}},
+		{"allowance-1limit", checkOp(redisLimiter(b, store(redisstore.WithPrefix("a1:")), 1))},
+		{"allowance-1limit-notrace", checkOp(redisLimiter(b, store(redisstore.WithPrefix("an:"), redisstore.WithTraceTTL(0)), 1))},
+		{"allowance-3limits", checkOp(redisLimiter(b, store(redisstore.WithPrefix("a3:")), 3))},
+		{"allowance-3limits-refund", checkRefundOp(redisLimiter(b, store(redisstore.WithPrefix("ar:")), 3))},
+		{"redis_rate-Allow", func(ctx context.Context, key string) error {
+			_, err := rate.Allow(ctx, key, rrLimit)
+			return err
+		}},
+		{"ulule-Get", func(ctx context.Context, key string) error {
+			_, err := ul.Get(ctx, key)
+			return err
+		}},
+	}
+	for _, ks := range redisKeySets {
+		keys := make([]string, ks.n)
+		for i := range keys {
+			keys[i] = "user-" + strconv.Itoa(i)
+		}
+		for _, c := range cases {
+			b.Run("keys="+ks.name+"/impl="+c.name, func(b *testing.B) {
+				if err := gr.ConfigResetStat(ctx).Err(); err != nil {
+					b.Fatal(err)
+				}
+				before := readServerCost(ctx, b, gr)
+				runRedisOps(b, 64, keys, c.op)
+				after := readServerCost(ctx, b, gr)
+				n := float64(b.N)
+				b.ReportMetric((after.script-before.script)/n, "script-µs/op")
+				b.ReportMetric((after.cpu-before.cpu)/n, "srv-cpu-µs/op")
+			})
 		}
 	}
 }

@@ -35,35 +35,55 @@ local function refused(mark)
   return {-2}
 end
 
--- First pass: every limit's verdict, changing nothing.
-local lim = {}
+-- One read of every limit's state. A sliding log has two keys; MGET answers
+-- nil for the log itself (a sorted set) and the units for its total.
+local st = redis.call('MGET', unpack(KEYS, 2))
+
+-- First pass: every limit's verdict, changing nothing. The reply is filled
+-- in place; nv holds per limit the state an allowed charge writes and its
+-- lifetime in µs, and the reply's window slot holds where it lands. No
+-- table per limit: this is the hot path of every check.
+local out = {0}
+local nv = {}
 local ok = true
+local life = 0
 local ki = 2
 for i = 1, m do
   local a = 4 + (i - 1) * 4
-  -- Every field in the constructor: the table is sized once.
-  local L = {alg = ARGV[a + 1], n = tonumber(ARGV[a + 2]), p = tonumber(ARGV[a + 3]), c = tonumber(ARGV[a + 4]), key = KEYS[ki],
-    tkey = false, start = 0, count = 0, cur = 0, prev = 0, tat = 0, total = 0, last = false,
-    allowed = 0, rem = 0, reset = 0, retry = 0, w = 0, ends = 0}
-  ki = ki + 1
-  local n, p, c = L.n, L.p, L.c
-  if L.alg == 'f' then
-    local start, count = fixedroll(redis.call('GET', L.key), p, now)
-    local e = start + p - now
-    L.start, L.count = start, count
-    if count + c > n then
-      L.allowed, L.rem, L.reset, L.retry = 0, n - count, e, e
+  local alg, n, p, c = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local v = st[ki - 1]
+  local allowed, rem, reset, retry, w, ends, val = 0, 0, 0, 0, 0, 0, false
+  if alg == 'g' then
+    local t = emission(n, p)
+    local base = math.max(tonumber(v) or 0, now)
+    local tat = base + c * t
+    local tau = n * t
+    if tat - now > tau then
+      rem, reset, retry = idiv(tau - (base - now), t), base - now, tat - tau - now
     else
-      L.allowed, L.rem, L.reset, L.retry = 1, n - count - c, e, 0
+      allowed, rem, reset = 1, idiv(tau - (tat - now), t), tat - now
+      w, ends = tat, tat
+      val = fmt(tat)
     end
-  elseif L.alg == 's' then
-    local start, cur, prev = slidingroll(redis.call('GET', L.key), p, now)
-    local est = estimate(start, cur, prev, p, now)
-    L.start, L.cur, L.prev = start, cur, prev
-    if est + c <= n then
-      L.allowed, L.rem, L.reset, L.retry = 1, n - est - c, slidingreset(start, cur + c, prev, p, now), 0
+  elseif alg == 'f' then
+    local start, count = fixedroll(v, p, now)
+    local e = start + p - now
+    reset = e
+    if count + c > n then
+      rem, retry = n - count, e
     else
-      local retry
+      allowed, rem = 1, n - count - c
+      w, ends = start, start + p
+      val = fmt(start) .. ' ' .. fmt(count + c)
+    end
+  elseif alg == 's' then
+    local start, cur, prev = slidingroll(v, p, now)
+    local est = estimate(start, cur, prev, p, now)
+    if est + c <= n then
+      allowed, rem, reset = 1, n - est - c, slidingreset(start, cur + c, prev, p, now)
+      w, ends = start, start + 2 * p
+      val = fmt(start) .. ' ' .. fmt(cur + c) .. ' ' .. fmt(prev)
+    else
       if cur + c > n then
         local e = p + 1 - muldivceil(n - c + 1, p, cur)
         retry = start + p + e - now
@@ -71,34 +91,25 @@ for i = 1, m do
         local e = p + 1 - muldivceil(n - c - cur + 1, p, prev)
         retry = start + e - now
       end
-      L.allowed, L.rem, L.reset, L.retry = 0, math.max(0, n - est), slidingreset(start, cur, prev, p, now), retry
-    end
-  elseif L.alg == 'g' then
-    local t = emission(n, p)
-    local tat0 = tonumber(redis.call('GET', L.key)) or 0
-    local base = math.max(tat0, now)
-    local tat = base + c * t
-    local tau = n * t
-    if tat - now > tau then
-      L.allowed, L.rem, L.reset, L.retry = 0, idiv(tau - (base - now), t), base - now, tat - tau - now
-    else
-      L.allowed, L.rem, L.reset, L.retry = 1, idiv(tau - (tat - now), t), tat - now, 0
-      L.tat = tat
+      rem, reset = math.max(0, n - est), slidingreset(start, cur, prev, p, now)
     end
   else -- 'l'
-    L.tkey = KEYS[ki]
+    local key = KEYS[ki]
     ki = ki + 1
-    local total = tonumber(redis.call('GET', L.tkey)) or 0
-    if total > 0 then total = total - logexpired(L.key, p, now) end
-    L.total = total
+    local total = tonumber(st[ki - 1]) or 0
+    if total > 0 then total = total - logexpired(key, p, now) end
     if total + c <= n then
-      L.allowed, L.rem, L.reset, L.retry = 1, n - total - c, p, 0
-      L.last = loglast(L.key)
+      allowed, rem, reset = 1, n - total - c, p
+      w = now
+      local last = loglast(key)
+      if last and last > now then w = last end -- a clock that stepped back
+      ends = w + p
+      val = fmt(total + c)
     else
-      local freed, retry, off = 0, 0, 0
+      local freed, off = 0, 0
       local lo = '(' .. fmt(now - p)
       while retry == 0 do
-        local page = redis.call('ZRANGEBYSCORE', L.key, lo, '+inf', 'WITHSCORES', 'LIMIT', off, 256)
+        local page = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', off, 256)
         if #page == 0 then break end
         for j = 1, #page, 2 do
           freed = freed + units(page[j])
@@ -109,55 +120,40 @@ for i = 1, m do
         end
         off = off + 256
       end
-      local last = loglast(L.key)
-      local reset = 0
+      local last = loglast(key)
       if last then reset = last + p - now end
-      L.allowed, L.rem, L.reset, L.retry = 0, n - total, reset, retry
+      rem = n - total
     end
   end
-  ok = ok and L.allowed == 1
-  lim[i] = L
+  ki = ki + 1
+  local o = 1 + (i - 1) * 5
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, rem, reset, retry, w
+  if allowed == 1 then
+    nv[2 * i - 1], nv[2 * i] = val, ends - now
+    life = math.max(life, ends - now)
+  else
+    ok = false
+  end
 end
 
-local out = {0}
-local o = 1
 if not ok then
   local r = refused(redis.call('GET', rk))
   if r then return r end
-  for i = 1, m do
-    local L = lim[i]
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = L.allowed, L.rem, L.reset, L.retry, 0
-    o = o + 5
-  end
+  for i = 1, m do out[1 + i * 5] = 0 end -- a denied check charges no window
   return out
 end
 
--- Where each charge lands, and how long the longest lives.
-local trace = {}
-local life = 0
-for i = 1, m do
-  local L = lim[i]
-  local p = L.p
-  if L.alg == 'f' then
-    L.w, L.ends = L.start, L.start + p
-  elseif L.alg == 's' then
-    L.w, L.ends = L.start, L.start + 2 * p
-  elseif L.alg == 'g' then
-    L.w, L.ends = L.tat, L.tat
-  else
-    L.w = now
-    if L.last and L.last > now then L.w = L.last end -- a clock that stepped back
-    L.ends = L.w + p
-  end
-  life = math.max(life, L.ends - now)
-  trace[i] = fmt(L.w)
-end
-
--- Claim the receipt id: record the trace unless the id has a mark already
--- (one command: SET NX GET).
+-- Claim the receipt id: record the trace (the windows charged) unless the
+-- id has a mark already, in one command: SET NX GET.
 if tracettl > 0 then
-  local tr = 't' .. trace[1]
-  if m > 1 then tr = 't' .. table.concat(trace, ' ') end
+  local tr
+  if m == 1 then
+    tr = 't' .. fmt(out[6])
+  else
+    local ws = {}
+    for i = 1, m do ws[i] = fmt(out[1 + i * 5]) end
+    tr = 't' .. table.concat(ws, ' ')
+  end
   local ttl = ms(math.min(tracettl, life))
   local prev = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
   if prev then
@@ -173,22 +169,21 @@ end
 -- Second pass: apply every charge. The keys are distinct, so the verdicts of
 -- the first pass stand.
 out[1] = 1
+ki = 2
 for i = 1, m do
-  local L = lim[i]
-  local p, c, w, ttl = L.p, L.c, L.w, ms(L.ends - now)
-  if L.alg == 'f' then
-    redis.call('SET', L.key, trace[i] .. ' ' .. fmt(L.count + c), 'PX', ttl)
-  elseif L.alg == 's' then
-    redis.call('SET', L.key, trace[i] .. ' ' .. fmt(L.cur + c) .. ' ' .. fmt(L.prev), 'PX', ttl)
-  elseif L.alg == 'g' then
-    redis.call('SET', L.key, trace[i], 'PX', ttl)
+  local a = 4 + (i - 1) * 4
+  local key, ttl = KEYS[ki], ms(nv[2 * i])
+  ki = ki + 1
+  if ARGV[a + 1] ~= 'l' then
+    redis.call('SET', key, nv[2 * i - 1], 'PX', ttl)
   else
-    redis.call('ZREMRANGEBYSCORE', L.key, '-inf', fmt(now - p))
-    redis.call('ZADD', L.key, trace[i], rid .. '.' .. fmt(i - 1) .. '.' .. fmt(c))
-    redis.call('SET', L.tkey, fmt(L.total + c), 'PX', ttl)
-    redis.call('PEXPIRE', L.key, ttl)
+    local tkey = KEYS[ki]
+    ki = ki + 1
+    local p, c, w = tonumber(ARGV[a + 3]), ARGV[a + 4], out[1 + i * 5]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - p))
+    redis.call('ZADD', key, fmt(w), rid .. '.' .. fmt(i - 1) .. '.' .. c)
+    redis.call('SET', tkey, nv[2 * i - 1], 'PX', ttl)
+    redis.call('PEXPIRE', key, ttl)
   end
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 1, L.rem, L.reset, 0, w
-  o = o + 5
 end
 return out
