@@ -35,27 +35,39 @@ local function refused(mark)
   return {-2}
 end
 
--- One read of every limit's state. A sliding log has two keys; MGET answers
--- nil for the log itself (a sorted set) and the units for its total.
-local st = redis.call('MGET', unpack(KEYS, 2))
+-- One read of every limit's state: GET for one key, else MGET. A sliding
+-- log has two keys; MGET answers nil for the log itself (a sorted set) and
+-- the units for its total.
+local one = #KEYS == 2
+local st
+if one then st = redis.call('GET', KEYS[2]) else st = redis.call('MGET', unpack(KEYS, 2)) end
 
 -- First pass: every limit's verdict, changing nothing. The reply is filled
--- in place; nv holds per limit the state an allowed charge writes and its
--- lifetime in µs, and the reply's window slot holds where it lands. No
--- table per limit: this is the hot path of every check.
-local out = {0}
-local nv = {}
+-- in place (its window slot holds where an allowed charge lands). nv holds
+-- per limit what an allowed charge writes: the state, its lifetime in µs,
+-- how its expiry is written ('k': kept, the state is of the window the key
+-- was made for; 'a': gcraexpiry; false: the lifetime) and the window as
+-- text. No table per limit, tables sized once for one limit: this is the hot
+-- path of every check.
+local out, nv
+if m == 1 then
+  out, nv = {0, 0, 0, 0, 0, 0}, {false, 0, false, false}
+else
+  out, nv = {0}, {}
+end
 local ok = true
 local life = 0
 local ki = 2
 for i = 1, m do
   local a = 4 + (i - 1) * 4
   local alg, n, p, c = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local v = st[ki - 1]
-  local allowed, rem, reset, retry, w, ends, val = 0, 0, 0, 0, 0, 0, false
+  local v = st
+  if not one then v = st[ki - 1] end
+  local allowed, rem, reset, retry, w, ends, val, kind, ws = 0, 0, 0, 0, 0, 0, false, false, false
   if alg == 'g' then
     local t = emission(n, p)
-    local base = math.max(tonumber(v) or 0, now)
+    local tat0 = tonumber(v)
+    local base = math.max(tat0 or 0, now)
     local tat = base + c * t
     local tau = n * t
     if tat - now > tau then
@@ -64,9 +76,14 @@ for i = 1, m do
       allowed, rem, reset = 1, idiv(tau - (tat - now), t), tat - now
       w, ends = tat, tat
       val = fmt(tat)
+      ws = val
+      if servertime then
+        kind = 'a'
+        if tat0 and gcraexpiry(tat0) == gcraexpiry(tat) then kind = 'k' end
+      end
     end
   elseif alg == 'f' then
-    local start, count = fixedroll(v, p, now)
+    local start, count, same = fixedroll(v, p, now)
     local e = start + p - now
     reset = e
     if count + c > n then
@@ -74,15 +91,19 @@ for i = 1, m do
     else
       allowed, rem = 1, n - count - c
       w, ends = start, start + p
-      val = fmt(start) .. ' ' .. fmt(count + c)
+      ws = fmt(start)
+      val = ws .. ' ' .. fmt(count + c)
+      if same then kind = 'k' end
     end
   elseif alg == 's' then
-    local start, cur, prev = slidingroll(v, p, now)
+    local start, cur, prev, same = slidingroll(v, p, now)
     local est = estimate(start, cur, prev, p, now)
     if est + c <= n then
       allowed, rem, reset = 1, n - est - c, slidingreset(start, cur + c, prev, p, now)
       w, ends = start, start + 2 * p
-      val = fmt(start) .. ' ' .. fmt(cur + c) .. ' ' .. fmt(prev)
+      ws = fmt(start)
+      val = ws .. ' ' .. fmt(cur + c) .. ' ' .. fmt(prev)
+      if same then kind = 'k' end
     else
       if cur + c > n then
         local e = p + 1 - muldivceil(n - c + 1, p, cur)
@@ -105,6 +126,7 @@ for i = 1, m do
       if last and last > now then w = last end -- a clock that stepped back
       ends = w + p
       val = fmt(total + c)
+      ws = fmt(w)
     else
       local freed, off = 0, 0
       local lo = '(' .. fmt(now - p)
@@ -129,7 +151,8 @@ for i = 1, m do
   local o = 1 + (i - 1) * 5
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, rem, reset, retry, w
   if allowed == 1 then
-    nv[2 * i - 1], nv[2 * i] = val, ends - now
+    local j = 4 * i
+    nv[j - 3], nv[j - 2], nv[j - 1], nv[j] = val, ends - now, kind, ws
     life = math.max(life, ends - now)
   else
     ok = false
@@ -148,11 +171,11 @@ end
 if tracettl > 0 then
   local tr
   if m == 1 then
-    tr = 't' .. fmt(out[6])
+    tr = 't' .. nv[4]
   else
-    local ws = {}
-    for i = 1, m do ws[i] = fmt(out[1 + i * 5]) end
-    tr = 't' .. table.concat(ws, ' ')
+    local wins = {}
+    for i = 1, m do wins[i] = nv[4 * i] end
+    tr = 't' .. table.concat(wins, ' ')
   end
   local ttl = ms(math.min(tracettl, life))
   local prev = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
@@ -171,18 +194,25 @@ end
 out[1] = 1
 ki = 2
 for i = 1, m do
-  local a = 4 + (i - 1) * 4
-  local key, ttl = KEYS[ki], ms(nv[2 * i])
+  local j = 4 * i
+  local key, val, kind = KEYS[ki], nv[j - 3], nv[j - 1]
   ki = ki + 1
-  if ARGV[a + 1] ~= 'l' then
-    redis.call('SET', key, nv[2 * i - 1], 'PX', ttl)
+  if ARGV[4 + (i - 1) * 4 + 1] ~= 'l' then
+    if kind == 'k' then
+      redis.call('SET', key, val, 'KEEPTTL')
+    elseif kind == 'a' then
+      redis.call('SET', key, val, 'PXAT', gcraexpiry(out[1 + i * 5]))
+    else
+      redis.call('SET', key, val, 'PX', ms(nv[j - 2]))
+    end
   else
     local tkey = KEYS[ki]
     ki = ki + 1
-    local p, c, w = tonumber(ARGV[a + 3]), ARGV[a + 4], out[1 + i * 5]
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - p))
-    redis.call('ZADD', key, fmt(w), rid .. '.' .. fmt(i - 1) .. '.' .. c)
-    redis.call('SET', tkey, nv[2 * i - 1], 'PX', ttl)
+    local a = 4 + (i - 1) * 4
+    local ttl = ms(nv[j - 2])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - tonumber(ARGV[a + 3])))
+    redis.call('ZADD', key, nv[j], rid .. '.' .. fmt(i - 1) .. '.' .. ARGV[a + 4])
+    redis.call('SET', tkey, val, 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
   end
 end

@@ -69,11 +69,16 @@ end
 -- must; the scripts never rely on a key having expired.
 local slack = 0
 
+-- servertime is whether the script runs on the server's clock, whose times
+-- can be expiries (PXAT); a test clock's cannot.
+local servertime = true
+
 -- clock returns the time in microseconds: the store's test clock when arg is
 -- set, else the server's TIME.
 local function clock(arg)
   if arg ~= '' then
     slack = 3600000000
+    servertime = false
     return tonumber(arg)
   end
   local t = redis.call('TIME')
@@ -100,26 +105,29 @@ local function windowstart(now, p)
   return now - math.fmod(now, p)
 end
 
--- fixedroll returns a fixed window's state as seen at now (algo.Fixed.Roll).
+-- fixedroll returns a fixed window's state as seen at now (algo.Fixed.Roll),
+-- and whether the stored state is of that window.
 local function fixedroll(v, p, now)
   local w = windowstart(now, p)
   if v then
-    local s = nums(v)
-    if s[1] == w then return w, s[2] end
+    local s, c = string.match(v, '^(%-?%d+) (%-?%d+)')
+    if tonumber(s) == w then return w, tonumber(c), true end
   end
-  return w, 0
+  return w, 0, false
 end
 
 -- slidingroll returns a sliding window's start, current and previous counts
--- as seen at now (algo.Sliding.Roll).
+-- as seen at now (algo.Sliding.Roll), and whether the stored state is of
+-- that window.
 local function slidingroll(v, p, now)
   local w = windowstart(now, p)
   if v then
-    local s = nums(v)
-    if s[1] == w then return w, s[2], s[3] end
-    if s[1] == w - p then return w, 0, s[2] end
+    local s, c, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
+    s = tonumber(s)
+    if s == w then return w, tonumber(c), tonumber(q), true end
+    if s == w - p then return w, 0, tonumber(c), false end
   end
-  return w, 0, 0
+  return w, 0, 0, false
 end
 
 -- estimate is cur + floor(prev*(p-e)/p), e the time elapsed in the window.
@@ -159,4 +167,22 @@ end
 
 local function emission(n, p)
   return idiv(p + n - 1, n)
+end
+
+-- gcraexpiry is the expiry (PXAT, ms on the server's clock) of a GCRA key
+-- holding tat: the whole second after the TAT. A charge that leaves the TAT
+-- in the same second keeps the key's expiry (SET KEEPTTL, cheaper than
+-- setting one), so a hot key's expiry is written about once a second.
+local function gcraexpiry(tat)
+  return (idiv(tat, 1000000) + 1) * 1000
+end
+
+-- gcraset writes a GCRA key's TAT. On the server's clock its expiry is
+-- gcraexpiry(tat) (every write keeps that true, so a charge may keep it);
+-- a test clock's times are not the server's, so there it lives ms(tat-now).
+local function gcraset(key, tat, now)
+  if servertime then
+    return redis.call('SET', key, fmt(tat), 'PXAT', gcraexpiry(tat))
+  end
+  return redis.call('SET', key, fmt(tat), 'PX', ms(tat - now))
 end

@@ -106,7 +106,7 @@ local function refundone(i, C)
     if tat == now then
       redis.call('DEL', C.key)
     else
-      redis.call('SET', C.key, fmt(tat), 'PX', ms(tat - now))
+      gcraset(C.key, tat, now)
     end
     return RESTORED, math.min(back, a)
   end

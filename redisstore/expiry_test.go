@@ -1,0 +1,70 @@
+package redisstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestKeysOutliveTheirState checks, on the server's clock, that every state
+// key expires no earlier than its state ends, across charges that keep the
+// key's expiry (KEEPTTL), charges that move it and refunds: the charge
+// script only sets an expiry when the window or the TAT's second changes.
+func TestKeysOutliveTheirState(t *testing.T) {
+	addr := redistest.Server(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	s, err := NewGoRedis(c, WithPrefix("exp:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range []allowance.Algorithm{allowance.GCRA, allowance.FixedWindow, allowance.SlidingWindow} {
+		t.Run(alg.String(), func(t *testing.T) {
+			lim := allowance.Limit{Count: 1000, Period: 3 * time.Second}
+			rule := allowance.Rule{Name: "r-" + algCode(alg), Limits: allowance.Limits{lim}, Algorithm: alg}
+			l, err := allowance.NewLimiter(s, rule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := limitKey(s.identityBase("alice"), rule.Name, alg, lim)
+			check := func(step int) {
+				t.Helper()
+				pttl, err := c.PTTL(ctx, key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				u, err := l.Peek(ctx, "alice")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u[0].Used > 0 && pttl < u[0].ResetAfter {
+					t.Fatalf("step %d: key expires in %v, its state ends in %v", step, pttl, u[0].ResetAfter)
+				}
+			}
+			var last allowance.Decision
+			for i := 0; i < 400; i++ {
+				d, err := l.Check(ctx, "alice")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !d.Allowed {
+					t.Fatalf("check %d denied", i)
+				}
+				last = d
+				check(i)
+				if i%50 == 49 {
+					if _, err := l.Refund(ctx, &last.Receipt); err != nil {
+						t.Fatal(err)
+					}
+					check(i)
+					time.Sleep(20 * time.Millisecond) // cross second boundaries of the server's clock
+				}
+			}
+		})
+	}
+}
