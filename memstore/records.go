@@ -57,6 +57,18 @@ func (r *records) has(id allowance.ReceiptID, now int64) bool {
 // claim records id until exp (> now) unless it is held already, and reports
 // whether it recorded it: one probe sequence for a look-up and an insertion.
 func (r *records) claim(id allowance.ReceiptID, exp, now int64) bool {
+	return r.put(id, exp, now, false)
+}
+
+// add records id until exp (> now), replacing an entry for id if there is one.
+func (r *records) add(id allowance.ReceiptID, exp, now int64) {
+	r.put(id, exp, now, true)
+}
+
+// put records id until exp (> now), reusing an expired entry met on the way.
+// A live entry for id is kept unless replace is set; put reports whether it
+// recorded id.
+func (r *records) put(id allowance.ReceiptID, exp, now int64, replace bool) bool {
 	if (r.used+1)*4 > len(r.slots)*3 {
 		r.rebuild(now, 1)
 	}
@@ -73,7 +85,7 @@ func (r *records) claim(id allowance.ReceiptID, exp, now int64) bool {
 			r.slots[free] = receiptRecord{id: id, exp: exp}
 			return true
 		case s.id == id:
-			if s.exp > now {
+			if s.exp > now && !replace {
 				return false
 			}
 			s.exp = exp
@@ -100,33 +112,6 @@ func (r *records) release(id allowance.ReceiptID) {
 
 // expired marks a released entry: before any time, but not empty (0).
 const expired = -1
-
-// add records id until exp (> now), replacing an expired entry where one is
-// met on the way.
-func (r *records) add(id allowance.ReceiptID, exp, now int64) {
-	if (r.used+1)*4 > len(r.slots)*3 {
-		r.rebuild(now, 1)
-	}
-	mask := uint64(len(r.slots) - 1)
-	free := -1
-	for i := r.index(&id); ; i = (i + 1) & mask {
-		s := &r.slots[i]
-		switch {
-		case s.exp == 0:
-			if free < 0 {
-				free = int(i)
-				r.used++
-			}
-			r.slots[free] = receiptRecord{id: id, exp: exp}
-			return
-		case s.id == id:
-			s.exp = exp
-			return
-		case s.exp <= now && free < 0:
-			free = int(i)
-		}
-	}
-}
 
 // rebuild rehashes the live entries into a table with room for them and
 // extra more, at most half full; it drops the table when nothing is live and
