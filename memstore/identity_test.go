@@ -68,10 +68,13 @@ func TestIdentityTable(t *testing.T) {
 	}
 }
 
-// TestShardSize: a shard fills one cache line, so that shards do not share
-// one and contend for it.
+// TestShardSize: a shard fills two cache lines, so that shards do not share
+// one and contend for it, and its lock and clock are on the first alone.
 func TestShardSize(t *testing.T) {
-	if n := unsafe.Sizeof(shard{}); n != 64 {
-		t.Fatalf("a shard is %d bytes, want 64", n)
+	if n := unsafe.Sizeof(shard{}); n != 2*cacheLine {
+		t.Fatalf("a shard is %d bytes, want %d", n, 2*cacheLine)
+	}
+	if o := unsafe.Offsetof(shard{}.ids); o != cacheLine {
+		t.Fatalf("a shard's tables start at byte %d, want %d", o, cacheLine)
 	}
 }
