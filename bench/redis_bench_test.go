@@ -114,6 +114,20 @@ func checkRefundOp(l *allowance.Limiter) func(ctx context.Context, key string) e
 	}
 }
 
+// redisClients starts a redis-server for the benchmark and returns a go-redis
+// and a rueidis client of it, both closed when the benchmark ends.
+func redisClients(b *testing.B) (*redis.Client, rueidis.Client) {
+	addr := redistest.Server(b)
+	gr := redis.NewClient(&redis.Options{Addr: addr})
+	b.Cleanup(func() { gr.Close() })
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rc.Close)
+	return gr, rc
+}
+
 // BenchmarkRedis measures, over one redis-server:
 //   - floors: go-redis INCR, go-redis EVALSHA of a one-line script, rueidis
 //     (auto-pipelined) INCR and EVALSHA of the same script;
@@ -126,14 +140,7 @@ func checkRefundOp(l *allowance.Limiter) func(ctx context.Context, key string) e
 //
 // go-redis clients keep their default pool; rueidis its default pipelining.
 func BenchmarkRedis(b *testing.B) {
-	addr := redistest.Server(b)
-	gr := redis.NewClient(&redis.Options{Addr: addr})
-	defer gr.Close()
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rc.Close()
+	gr, rc := redisClients(b)
 	ctx := context.Background()
 
 	storeRueidis, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("ar:"))
@@ -256,14 +263,7 @@ func readServerCost(ctx context.Context, b *testing.B, gr *redis.Client) serverC
 // per operation (INFO cpu, network included). 64 goroutines pipeline the
 // calls, so the server's per-read cost is shared as in a busy replica.
 func BenchmarkRedisServerCost(b *testing.B) {
-	addr := redistest.Server(b)
-	gr := redis.NewClient(&redis.Options{Addr: addr})
-	defer gr.Close()
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rc.Close()
+	gr, rc := redisClients(b)
 	ctx := context.Background()
 	store := func(opts ...redisstore.Option) allowance.Store {
 		s, err := redisstore.NewRueidis(rc, opts...)

@@ -263,6 +263,19 @@ func (s *Store) locate(identity string) (*shard, uint64) {
 	return &s.shards[h>>32&s.mask], h
 }
 
+// admit, called with sh.mu held, refuses a charge whose receipt id was
+// voided and returns the shard's reading of the clock for now.
+func (sh *shard) admit(rid allowance.ReceiptID, now int64) (int64, bool) {
+	if sh.voided.len() > 0 && sh.voided.has(rid, now) {
+		return now, false
+	}
+	return sh.clock(now), true
+}
+
+func voidedError(rid allowance.ReceiptID) error {
+	return fmt.Errorf("memstore: charge %s: %w", rid, allowance.ErrVoided)
+}
+
 // find returns the index of the slot for rule, limit and algorithm, or -1.
 func (id *identity) find(rule string, l allowance.Limit, alg uint8) int {
 	if id == nil {
@@ -309,13 +322,11 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 	now := s.micros()
 
 	sh.mu.Lock()
-	if sh.voided.len() > 0 {
-		if sh.voided.has(req.ID, now) {
-			sh.mu.Unlock()
-			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
-		}
+	now, ok := sh.admit(req.ID, now)
+	if !ok {
+		sh.mu.Unlock()
+		return allowance.Decision{}, voidedError(req.ID)
 	}
-	now = sh.clock(now)
 	id := sh.ids.lookup(h, req.Identity)
 	k := id.find(r.Name, l, uint8(r.Algorithm))
 	if k < 0 {
@@ -373,13 +384,11 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	now := s.micros()
 
 	sh.mu.Lock()
-	if sh.voided.len() > 0 {
-		if sh.voided.has(req.ID, now) {
-			sh.mu.Unlock()
-			return allowance.Decision{}, fmt.Errorf("memstore: charge %s: %w", req.ID, allowance.ErrVoided)
-		}
+	now, ok := sh.admit(req.ID, now)
+	if !ok {
+		sh.mu.Unlock()
+		return allowance.Decision{}, voidedError(req.ID)
 	}
-	now = sh.clock(now)
 	id := sh.ids.lookup(h, req.Identity)
 
 	allowed := true
