@@ -290,9 +290,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 	set.count(ckAllowed)
 	st.setHeaders(h, nil)
-	st.w.ResponseWriter, st.w.st = w, st
-	next.ServeHTTP(&st.w, r.WithContext(st))
-	st.done()
+	st.serve(w, r, next)
 }
 
 // storeFailed applies the failure policy of the request's rules.
@@ -307,9 +305,7 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 		st.set.count(ckErrorOpen)
 		m.log.ErrorContext(ctx, "rate limit store failed; serving the request unlimited (fail open)",
 			"user", id, "rules", st.set.names, "error", err)
-		st.w.ResponseWriter, st.w.st = w, st
-		next.ServeHTTP(&st.w, r.WithContext(st))
-		st.done()
+		st.serve(w, r, next)
 		return
 	}
 	st.set.count(ckErrorClosed)

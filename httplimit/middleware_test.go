@@ -137,6 +137,32 @@ func TestHeaders(t *testing.T) {
 	}
 }
 
+// The X-RateLimit headers are those of the most restrictive limit, wherever
+// its item is in RateLimit: the one with the fewest remaining, or on a
+// denial the denying one.
+func TestHeadersMostRestrictive(t *testing.T) {
+	c := newClock()
+	c.Advance(23 * time.Second)
+	m := mustNew(t, Config{Store: newMemstore(t, c), Rules: []Rule{
+		rule(t, "create-task", "POST /v1/tasks", "5/minute"),
+		rule(t, "all", "/", "1/hour"),
+	}})
+	h := m.Handler(status(http.StatusAccepted))
+	for _, tt := range []struct {
+		code         int
+		rateLimit, x string
+	}{
+		{http.StatusAccepted, `"create-task";r=4;t=37, "all";r=0;t=3577`, "1 0 3577"},
+		{http.StatusTooManyRequests, `"create-task";r=3;t=37, "all";r=0;t=3577`, "1 0 3577"},
+	} {
+		w := do(h, "POST", "/v1/tasks", "alice")
+		x := w.Header().Get("X-RateLimit-Limit") + " " + w.Header().Get("X-RateLimit-Remaining") + " " + w.Header().Get("X-RateLimit-Reset")
+		if got := w.Header().Get("RateLimit"); w.Code != tt.code || got != tt.rateLimit || x != tt.x {
+			t.Errorf("status %d, RateLimit %q, X-RateLimit-Limit, -Remaining, -Reset %q; want %d, %q, %q", w.Code, got, x, tt.code, tt.rateLimit, tt.x)
+		}
+	}
+}
+
 func TestDeny(t *testing.T) {
 	c := newClock()
 	c.Advance(23 * time.Second)

@@ -16,15 +16,17 @@ type stateKey struct{}
 
 // state is one limited request: its decision, its response writer and its
 // refund. It is also the request's context (the parent's, plus Value for
-// stateKey), so that a request costs one allocation for all of it.
+// stateKey), and holds the request the handler gets (the caller's, with
+// this context), so that a request costs one allocation for all of it.
 type state struct {
 	context.Context
 	m    *Middleware
 	set  *ruleSet
 	d    allowance.Decision
 	w    respWriter
-	hv   [3]string // backing store of the dynamic header values
-	call callCtx   // the check's context
+	req  http.Request // the handler's request, whose Context is the state
+	hv   [3]string    // backing store of the dynamic header values
+	call callCtx      // the check's context
 
 	mu       sync.Mutex // guards the fields below and the headers once the handler runs
 	wrote    bool       // the status was written, or the handler returned: hands off the headers
@@ -44,9 +46,25 @@ func stateFrom(ctx context.Context) *state {
 	return st
 }
 
+// serve runs next with the handler's ResponseWriter and request: w and r
+// with the state as their context.
+func (st *state) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	st.w.ResponseWriter, st.w.st = w, st
+	// WithContext is inlined and its copy does not escape: the request is
+	// copied into the state instead of a new allocation of its own.
+	st.req = *r.WithContext(st)
+	next.ServeHTTP(&st.w, &st.req)
+	st.done()
+}
+
 // done marks the end of the handler: the server now owns the headers, so a
 // refund from a goroutine that outlives the request leaves them alone.
+// Only the handler's goroutine sets wrote, so it may read it unlocked; when
+// the handler wrote its status, there is nothing left to do.
 func (st *state) done() {
+	if st.wrote {
+		return
+	}
 	st.mu.Lock()
 	st.wrote = true
 	st.mu.Unlock()
@@ -72,7 +90,10 @@ func ceilSeconds(d time.Duration) int64 {
 // setHeaders writes the rate-limit headers of the request's decision to h.
 // restored, when not nil, holds per limit the units a refund gave back: they
 // count as remaining again, and the most restrictive limit is chosen anew.
-// It allocates one string for all the values that change per request.
+// It allocates one string for all the values that change per request: the
+// RateLimit value, in which X-RateLimit-Remaining and X-RateLimit-Reset are
+// the r and t of the most restrictive limit's item, so each number is
+// formatted once.
 func (st *state) setHeaders(h http.Header, restored []int64) {
 	set, d := st.set, &st.d
 	most := d.MostRestrictive()
@@ -81,7 +102,9 @@ func (st *state) setHeaders(h http.Header, restored []int64) {
 	}
 	var buf [256]byte
 	b := buf[:0]
-	mostRem, mostReset := d.Remaining, d.ResetAfter
+	var mostRem int64
+	var mostReset time.Duration
+	var r0, r1, t0, t1 int // where the most restrictive item's r and t are in b
 	for i := range d.Len() {
 		s := d.State(i)
 		rem := s.Remaining
@@ -96,16 +119,17 @@ func (st *state) setHeaders(h http.Header, restored []int64) {
 		}
 		b = append(b, set.items[i]...)
 		b = append(b, ";r="...)
+		r := len(b)
 		b = strconv.AppendInt(b, rem, 10)
 		b = append(b, ";t="...)
+		t := len(b)
 		b = strconv.AppendInt(b, ceilSeconds(s.ResetAfter), 10)
+		if i == most {
+			r0, r1, t0, t1 = r, t-len(";t="), t, len(b)
+		}
 	}
-	n1 := len(b)
-	b = strconv.AppendInt(b, mostRem, 10)
-	n2 := len(b)
-	b = strconv.AppendInt(b, ceilSeconds(mostReset), 10)
 	v := string(b)
-	st.hv = [3]string{v[:n1], v[n1:n2], v[n2:]}
+	st.hv = [3]string{v, v[r0:r1], v[t0:t1]}
 	h[hPolicy] = set.policy
 	h[hRateLimit] = st.hv[0:1:1]
 	h[hLimit] = set.limit[most]
