@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // ErrNoIdentity is returned when a check is asked for an empty identity: an
@@ -14,9 +15,10 @@ var ErrNoIdentity = errors.New("identity is empty")
 // Store, and refunds the receipts of its checks. It is safe for concurrent use
 // and cheap: make one per set of rules that are charged together.
 type Limiter struct {
-	store  Store
-	rules  []Rule
-	guards []Guard
+	store     Store
+	rules     []Rule
+	guards    []Guard
+	decisions sync.Pool // of *Decision, for Check
 }
 
 // NewLimiter returns a Limiter that charges every one of rules on each check.
@@ -29,6 +31,7 @@ func NewLimiter(store Store, rules ...Rule) (*Limiter, error) {
 		return nil, fmt.Errorf("new limiter: %w", err)
 	}
 	l := &Limiter{store: store, rules: make([]Rule, len(rules))}
+	l.decisions.New = func() any { return new(Decision) }
 	for i, r := range rules {
 		r.Limits = append(Limits(nil), r.Limits...)
 		l.rules[i] = r
@@ -54,27 +57,44 @@ func (l *Limiter) Store() Store { return l.store }
 // uncertain receipt, and refunding it undoes the charge if it was applied
 // (exactly once either way).
 //
-// Check does not allocate for up to four limits in all.
-func (l *Limiter) Check(ctx context.Context, identity string) (Decision, error) {
-	if identity == "" {
-		return Decision{}, ErrNoIdentity
-	}
-	req := Request{ID: NewReceiptID(), Identity: identity, Rules: l.rules}
-	d, err := l.store.Charge(ctx, req)
-	if err != nil {
-		return failedCheck(req, err)
-	}
-	return d, nil
+// Check does not allocate for up to four limits in all. CheckInto does the
+// same without copying the Decision, for callers that keep one per request.
+func (l *Limiter) Check(ctx context.Context, identity string) (out Decision, err error) {
+	// The store writes to a pooled Decision: one it were given on Check's
+	// stack would escape through the interface call.
+	d := l.decisions.Get().(*Decision)
+	err = l.CheckInto(ctx, identity, d)
+	out = *d
+	l.decisions.Put(d)
+	return
 }
 
-// failedCheck is Check's result when the store failed: an uncertain receipt
-// when the charge may have been applied. Apart from Check, so that Check's
-// frame and its copies of the Decision stay small.
-func failedCheck(req Request, err error) (Decision, error) {
-	if errors.Is(err, ErrUncertain) {
-		return Decision{Receipt: UncertainReceipt(req)}, err
+// CheckInto is Check writing the Decision to d, which it overwrites. It
+// neither allocates (for up to four limits in all) nor copies the Decision:
+// the store fills d in place. d escapes, so it belongs in something already on
+// the heap, such as a request's state.
+func (l *Limiter) CheckInto(ctx context.Context, identity string, d *Decision) error {
+	if identity == "" {
+		*d = Decision{}
+		return ErrNoIdentity
 	}
-	return Decision{}, err
+	// The store chooses the receipt's ID: it can do so more cheaply than a
+	// random one (memstore counts them under the lock it takes anyway).
+	if err := l.store.Charge(ctx, Request{Identity: identity, Rules: l.rules}, d); err != nil {
+		failedCheck(d, err)
+		return err
+	}
+	return nil
+}
+
+// failedCheck leaves in d, after the store failed, the store's uncertain
+// receipt when the charge may have been applied, and otherwise nothing.
+func failedCheck(d *Decision, err error) {
+	if errors.Is(err, ErrUncertain) && d.Receipt.Uncertain() {
+		*d = Decision{Receipt: d.Receipt}
+		return
+	}
+	*d = Decision{}
 }
 
 // Refund gives back what receipt charged, at most once per receipt however

@@ -12,15 +12,24 @@ import (
 	"github.com/allowancehq/allowance/memstore"
 )
 
-// failingStore fails every call with err, recording the requests it saw.
+// failingStore fails every call with err, recording the requests it saw
+// with the IDs it chose for them. As the Store contract asks, an uncertain
+// failure comes with the charge's uncertain receipt.
 type failingStore struct {
 	err      error
 	requests []allowance.Request
 }
 
-func (s *failingStore) Charge(_ context.Context, req allowance.Request) (allowance.Decision, error) {
+func (s *failingStore) Charge(_ context.Context, req allowance.Request, d *allowance.Decision) error {
+	if req.ID.IsZero() {
+		req.ID = allowance.NewReceiptID()
+	}
 	s.requests = append(s.requests, req)
-	return allowance.Decision{}, s.err
+	d.Reset(req)
+	if errors.Is(s.err, allowance.ErrUncertain) {
+		d.Receipt = allowance.UncertainReceipt(req)
+	}
+	return s.err
 }
 
 func (s *failingStore) Refund(context.Context, *allowance.Receipt, []allowance.Guard) (allowance.RefundResult, error) {
@@ -167,6 +176,14 @@ func TestCheckAllocations(t *testing.T) {
 			}
 		}); n != 0 {
 			t.Errorf("%s: %v allocations a check, want 0", alg, n)
+		}
+		d := new(allowance.Decision)
+		if n := testing.AllocsPerRun(100, func() {
+			if err := lim.CheckInto(ctx, "alice", d); err != nil || !d.Allowed {
+				t.Fatal(d.Allowed, err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: %v allocations a CheckInto, want 0", alg, n)
 		}
 	}
 }

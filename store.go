@@ -18,12 +18,18 @@ import (
 // identity: that is what makes limits exact and refunds at most once.
 type Store interface {
 	// Charge charges req.Identity for every limit of every rule in req.Rules,
-	// all or nothing: when any limit would be exceeded nothing is charged and
-	// the Decision is a denial. An allowed Decision carries a Receipt whose ID
-	// is req.ID. A store whose round trip can fail after the charge may have
-	// been applied returns an error wrapping ErrUncertain; the charge can then
-	// be voided by refunding req.ID with an uncertain receipt (see Receipt).
-	Charge(ctx context.Context, req Request) (Decision, error)
+	// all or nothing, and writes the outcome to d, which it first resets with
+	// d.Reset: when any limit would be exceeded nothing is charged and the
+	// Decision is a denial. An allowed Decision carries a Receipt whose ID is
+	// req.ID, or one the store chose when req.ID is zero.
+	//
+	// The Decision is the caller's, filled in place so that a check copies
+	// nothing; Charge must not keep d after it returns. On an error, d
+	// describes no charge, except that a store whose round trip can fail after
+	// the charge may have been applied returns an error wrapping ErrUncertain
+	// with d.Receipt set to the charge's uncertain receipt (UncertainReceipt of
+	// the request, with the ID used); refunding it voids the charge.
+	Charge(ctx context.Context, req Request, d *Decision) error
 
 	// Refund undoes the charges of one receipt, at most once per receipt ID
 	// across all callers and processes, and reports per charge what happened.
@@ -41,8 +47,12 @@ type Store interface {
 
 // Request is one charge: an identity against a set of rules.
 type Request struct {
-	// ID becomes the receipt's ID. It is chosen before the call so that a
-	// charge whose outcome is uncertain can be voided by that ID.
+	// ID becomes the receipt's ID. When it is zero, the store chooses a
+	// fresh one, before anything that could leave the charge uncertain, so
+	// that a charge whose outcome is uncertain can be voided by that ID. An
+	// ID chosen by the caller must be unique, as NewReceiptID's are; a store
+	// may choose cheaper IDs that are unique among its own (memstore counts
+	// them).
 	ID ReceiptID
 	// Identity is who is charged: a user id, an API key's id, an IP address.
 	// It may hold any bytes; stores encode it.
@@ -103,10 +113,10 @@ type moreState struct {
 	allowed bool
 }
 
-// Decision is the outcome of a check. It is a value (no pointers to fill) so
-// that a check needs no allocation for up to four limits. It is kept small
-// (about 250 bytes), since it is returned by value through the Store and the
-// Limiter.
+// Decision is the outcome of a check. It holds up to four limit states
+// inline, so that a check needs no allocation; Store.Charge and
+// Limiter.CheckInto fill one in place. Copying a Decision is safe: the copies
+// share nothing that is written again.
 type Decision struct {
 	// Allowed reports whether the request was admitted and charged.
 	Allowed bool
@@ -131,15 +141,18 @@ type Decision struct {
 	more   *[]moreState // states beyond the inline ones
 }
 
-// NewDecision starts the Decision for req, with no limit states yet; a Store
-// fills it with SetLimit for each limit of each rule, in order, and calls
-// Allow when it charged them.
-func NewDecision(req Request) (d Decision) {
+// Reset makes d the start of the Decision for req: not allowed, no limit
+// states yet, a receipt of req.ID and req.Identity with no charges. A Store
+// calls it first in Charge, fills d with SetLimit for each limit of each rule,
+// in order, and calls Allow when it charged them; a store that chooses the
+// receipt's ID sets d.Receipt.ID. Reset never reuses what an earlier decision
+// held beyond its inline states, so copies made of d before stay intact.
+func (d *Decision) Reset(req Request) {
+	*d = Decision{}
 	d.most = -1
 	d.Receipt.ID = req.ID
 	d.Receipt.Identity = req.Identity
 	d.Receipt.rules = req.Rules
-	return d
 }
 
 // SetLimit records the state of the i-th limit of the request (counting the

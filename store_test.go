@@ -31,7 +31,12 @@ func TestDecisionMostRestrictive(t *testing.T) {
 				ls = append(ls, Limit{int64(10 + i), time.Minute})
 			}
 			req := Request{ID: NewReceiptID(), Identity: "alice", Rules: []Rule{{Name: "r", Limits: ls}}}
-			d := NewDecision(req)
+			var d Decision
+			d.SetLimit(0, false, 1, time.Hour, time.Hour, 1) // what Reset must forget
+			d.Reset(req)
+			if d.Allowed || d.Receipt.ID != req.ID || d.Receipt.Identity != "alice" || d.Receipt.Len() != 0 {
+				t.Fatalf("reset decision: allowed %v, receipt %s of %q with %d charges", d.Allowed, d.Receipt.ID, d.Receipt.Identity, d.Receipt.Len())
+			}
 			if d.MostRestrictive() != -1 || d.Len() != 0 {
 				t.Fatalf("new decision: most restrictive %d, len %d; want -1, 0", d.MostRestrictive(), d.Len())
 			}

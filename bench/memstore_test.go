@@ -77,6 +77,28 @@ func runKeys(b *testing.B, keys []string, check func(key string) bool) {
 	})
 }
 
+// runDecisions is runKeys for Limiter.CheckInto: each goroutine fills one
+// Decision of its own, as a server fills the one in a request's state.
+func runDecisions(b *testing.B, keys []string, check func(key string, d *allowance.Decision) bool) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
+	b.RunParallel(func(pb *testing.PB) {
+		d := new(allowance.Decision)
+		i := rand.IntN(len(keys))
+		for pb.Next() {
+			if !check(keys[i], d) && len(keys) > 1<<30 {
+				b.Error("unreachable: keeps the result live")
+			}
+			i++
+			if i == len(keys) {
+				i = 0
+			}
+		}
+	})
+}
+
 func rule(alg allowance.Algorithm) allowance.Rule {
 	l := allowance.Limit{Count: bigCount, Period: bigPeriod}
 	if alg == allowance.SlidingLog {
@@ -100,15 +122,31 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					runKeys(b, keys, func(key string) bool {
-						d, err := lim.Check(ctx, key)
-						if err != nil {
+					runDecisions(b, keys, func(key string, d *allowance.Decision) bool {
+						if err := lim.CheckInto(ctx, key, d); err != nil {
 							b.Error(err)
 						}
 						return d.Allowed
 					})
 				})
 			}
+			// The same check through Check, which returns the Decision by
+			// value: one GCRA case shows what the copy costs.
+			b.Run("impl=memstore-gcra-by-value", func(b *testing.B) {
+				store := memstore.New()
+				defer store.Close()
+				lim, err := allowance.NewLimiter(store, rule(allowance.GCRA))
+				if err != nil {
+					b.Fatal(err)
+				}
+				runKeys(b, keys, func(key string) bool {
+					d, err := lim.Check(ctx, key)
+					if err != nil {
+						b.Error(err)
+					}
+					return d.Allowed
+				})
+			})
 			b.Run("impl=x-time-rate", func(b *testing.B) {
 				every := rate.Every(bigPeriod / bigCount)
 				if len(keys) == 1 {

@@ -161,18 +161,20 @@ func (f *failing) set(charge, refund bool) {
 	f.charge, f.refund = charge, refund
 }
 
-func (f *failing) Charge(ctx context.Context, req allowance.Request) (allowance.Decision, error) {
+func (f *failing) Charge(ctx context.Context, req allowance.Request, d *allowance.Decision) error {
 	f.mu.Lock()
 	fail, block := f.charge, f.blockUntilCanceled
 	f.mu.Unlock()
 	if block {
 		<-ctx.Done()
-		return allowance.Decision{}, ctx.Err()
+		d.Reset(req)
+		return ctx.Err()
 	}
 	if fail {
-		return allowance.Decision{}, f.err
+		d.Reset(req)
+		return f.err
 	}
-	return f.Store.Charge(ctx, req)
+	return f.Store.Charge(ctx, req, d)
 }
 
 func (f *failing) Refund(ctx context.Context, r *allowance.Receipt, g []allowance.Guard) (allowance.RefundResult, error) {

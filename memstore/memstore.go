@@ -25,8 +25,10 @@ package memstore
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,8 +62,10 @@ var _ allowance.Store = (*Store)(nil)
 // lock poll it; the second line stays in every core's cache.
 type shard struct {
 	mu       sync.Mutex
-	last     int64 // latest time seen, µs: the shard's clock never goes back
-	_        [cacheLine - 16]byte
+	last     int64  // latest time seen, µs: the shard's clock never goes back
+	seq      uint64 // receipt ids chosen by the shard so far
+	tag      uint64 // the first half of the shard's receipt ids
+	_        [cacheLine - 32]byte
 	ids      table    // the shard's identities
 	refunded *records // receipts refunded, until their windows end
 	voided   *records // uncertain receipts voided
@@ -82,6 +86,20 @@ func (sh *shard) clock(now int64) int64 {
 	}
 	sh.last = now
 	return now
+}
+
+// newID returns a receipt id unique among the store's: the shard's tag (the
+// store's random salt plus the shard's index, so it differs between shards
+// and between stores) and the shard's count of ids, big-endian so that the
+// ids of a shard read in order. It costs an increment under the lock the
+// charge holds anyway, where a random id costs two draws of a CSPRNG. The ids
+// are unique, not secret: refunding needs the whole receipt, which the
+// server keeps.
+func (sh *shard) newID() (id allowance.ReceiptID) {
+	sh.seq++
+	binary.BigEndian.PutUint64(id[:8], sh.tag)
+	binary.BigEndian.PutUint64(id[8:], sh.seq)
+	return id
 }
 
 // guardAlg marks a slot that counts refunds for a rule's refund guard.
@@ -172,6 +190,10 @@ func New(opts ...Option) *Store {
 		n <<= 1
 	}
 	s := &Store{seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	salt := rand.Uint64()
+	for i := range s.shards {
+		s.shards[i].tag = salt + uint64(i)
+	}
 	if cfg.now != nil {
 		now := cfg.now
 		s.now = func() int64 { return now().UnixMicro() }
@@ -264,12 +286,16 @@ func (s *Store) locate(identity string) (*shard, uint64) {
 }
 
 // admit, called with sh.mu held, refuses a charge whose receipt id was
-// voided and returns the shard's reading of the clock for now.
-func (sh *shard) admit(rid allowance.ReceiptID, now int64) (int64, bool) {
-	if sh.voided.len() > 0 && sh.voided.has(rid, now) {
-		return now, false
+// voided, and returns the charge's receipt id (rid, or a new one when rid is
+// zero) and the shard's reading of the clock for now.
+func (sh *shard) admit(rid allowance.ReceiptID, now int64) (allowance.ReceiptID, int64, bool) {
+	if rid.IsZero() {
+		return sh.newID(), sh.clock(now), true
 	}
-	return sh.clock(now), true
+	if sh.voided.len() > 0 && sh.voided.has(rid, now) {
+		return rid, now, false
+	}
+	return rid, sh.clock(now), true
 }
 
 func voidedError(rid allowance.ReceiptID) error {
@@ -303,29 +329,27 @@ const (
 // Charge charges req.Identity against every limit of req.Rules, all or
 // nothing, under the identity's shard lock.
 //
-// A single limit, the common case, is judged and charged in one evaluation,
-// here rather than in a function of its own so that the Decision is built
-// in place, not copied.
-func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.Decision, err error) {
+// A single limit, the common case, is judged and charged in one evaluation.
+func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.Decision) error {
+	d.Reset(req)
 	if err := ctx.Err(); err != nil {
-		return d, fmt.Errorf("memstore: charge: %w", err)
+		return fmt.Errorf("memstore: charge: %w", err)
 	}
 	if len(req.Rules) != 1 || len(req.Rules[0].Limits) != 1 {
-		return s.chargeMany(req)
+		return s.chargeMany(req, d)
 	}
 	r := &req.Rules[0]
 	l := r.Limits[0]
 	c := r.Amount()
 	t := emission(r.Algorithm, l) // a division: not under the lock
-	d = allowance.NewDecision(req)
 	sh, h := s.locate(req.Identity)
 	now := s.micros()
 
 	sh.mu.Lock()
-	now, ok := sh.admit(req.ID, now)
+	rid, now, ok := sh.admit(req.ID, now)
 	if !ok {
 		sh.mu.Unlock()
-		return allowance.Decision{}, voidedError(req.ID)
+		return voidedError(req.ID)
 	}
 	id := sh.ids.lookup(h, req.Identity)
 	k := id.find(r.Name, l, uint8(r.Algorithm))
@@ -339,15 +363,16 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (d allowance.
 	res := evaluate(sl, r.Algorithm, l, t, c, now, true)
 	var window int64
 	if res.Allowed {
-		window = record(sl, r.Algorithm, l, req.ID, 0, c, now)
+		window = record(sl, r.Algorithm, l, rid, 0, c, now)
 	}
 	sh.mu.Unlock()
 
+	d.Receipt.ID = rid
 	d.SetLimit(0, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), window)
 	if res.Allowed {
 		d.Allow()
 	}
-	return d, nil
+	return nil
 }
 
 // record finishes an allowed charge that evaluate applied, and returns the
@@ -364,15 +389,14 @@ func record(sl *slot, alg allowance.Algorithm, l allowance.Limit, id allowance.R
 
 // chargeMany is Charge for several limits: a first pass judges every limit
 // without changing anything, a second applies them all when all allow.
-func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
+func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 	total := 0
 	for i := range req.Rules {
 		total += len(req.Rules[i].Limits)
 	}
 	if total > maxCharges {
-		return allowance.Decision{}, fmt.Errorf("memstore: charge: %d limits; at most %d per check", total, maxCharges)
+		return fmt.Errorf("memstore: charge: %d limits; at most %d per check", total, maxCharges)
 	}
-	d := allowance.NewDecision(req)
 	var resultBuf [maxInlineCharges]algo.Result
 	var slotBuf [maxInlineCharges]int
 	var windowBuf [maxInlineCharges]int64
@@ -384,10 +408,10 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 	now := s.micros()
 
 	sh.mu.Lock()
-	now, ok := sh.admit(req.ID, now)
+	rid, now, ok := sh.admit(req.ID, now)
 	if !ok {
 		sh.mu.Unlock()
-		return allowance.Decision{}, voidedError(req.ID)
+		return voidedError(req.ID)
 	}
 	id := sh.ids.lookup(h, req.Identity)
 
@@ -423,20 +447,21 @@ func (s *Store) chargeMany(req allowance.Request) (allowance.Decision, error) {
 				}
 				sl := &id.slots[k]
 				results[i] = evaluate(sl, r.Algorithm, l, emission(r.Algorithm, l), c, now, true)
-				windows[i] = record(sl, r.Algorithm, l, req.ID, i, c, now)
+				windows[i] = record(sl, r.Algorithm, l, rid, i, c, now)
 				i++
 			}
 		}
 	}
 	sh.mu.Unlock()
 
+	d.Receipt.ID = rid
 	for j, res := range results {
 		d.SetLimit(j, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), windows[j])
 	}
 	if allowed {
 		d.Allow()
 	}
-	return d, nil
+	return nil
 }
 
 // emission returns the emission interval of l for GCRA, zero for the other

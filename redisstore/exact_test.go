@@ -58,11 +58,11 @@ func TestMatchesMemstore(t *testing.T) {
 			switch rapid.IntRange(0, 3).Draw(rt, "op") {
 			case 0, 1:
 				req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "id", Rules: []allowance.Rule{rule}}
-				dr, err := rs.Charge(ctx, req)
+				dr, err := chargeStore(ctx, rs, req)
 				if err != nil {
 					rt.Fatalf("redis charge: %v", err)
 				}
-				dm, err := ms.Charge(ctx, req)
+				dm, err := chargeStore(ctx, ms, req)
 				if err != nil {
 					rt.Fatalf("memstore charge: %v", err)
 				}
@@ -138,7 +138,7 @@ func TestSlidingEstimateBeyond2To53(t *testing.T) {
 			rule := allowance.Rule{Name: "big", Limits: allowance.Limits{{Count: allowance.MaxCount, Period: p}}, Algorithm: allowance.SlidingWindow, Cost: tc.prev}
 			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "x", Rules: []allowance.Rule{rule}}
 			for _, s := range []allowance.Store{rs, ms} {
-				if d, err := s.Charge(ctx, req); err != nil || !d.Allowed {
+				if d, err := chargeStore(ctx, s, req); err != nil || !d.Allowed {
 					t.Fatalf("charge: %v %v", d.Allowed, err)
 				}
 			}
@@ -155,11 +155,11 @@ func TestSlidingEstimateBeyond2To53(t *testing.T) {
 			// A denied charge's retry-after needs (n-c+1)*P / cur, also past 2^53.
 			rule.Cost = allowance.MaxCount
 			req = allowance.Request{ID: allowance.NewReceiptID(), Identity: "x", Rules: []allowance.Rule{rule}}
-			dr, err := rs.Charge(ctx, req)
+			dr, err := chargeStore(ctx, rs, req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			dm, _ := ms.Charge(ctx, req)
+			dm, _ := chargeStore(ctx, ms, req)
 			if a, b := describe(&dr), describe(&dm); a != b {
 				t.Fatalf("denied charge:\nredis    %s\nmemstore %s", a, b)
 			}

@@ -241,7 +241,7 @@ func TestUncertainRequestLost(t *testing.T) {
 			}
 			p.mode.Store(dropRequest)
 			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: l.Rules()}
-			_, err := s.Charge(ctx, req)
+			_, err := chargeStore(ctx, s, req)
 			p.mode.Store(pass)
 			if !errors.Is(err, allowance.ErrUncertain) {
 				t.Fatalf("charge with the request lost: %v; want ErrUncertain", err)
@@ -252,7 +252,7 @@ func TestUncertainRequestLost(t *testing.T) {
 				t.Fatalf("refund of the lost charge: %v %v; want not_charged", res.Outcome(), err)
 			}
 			// The request arrives after all: it must not charge.
-			if _, err := direct.Charge(ctx, req); !errors.Is(err, allowance.ErrVoided) {
+			if _, err := chargeStore(ctx, direct, req); !errors.Is(err, allowance.ErrVoided) {
 				t.Fatalf("late charge of a voided id: %v; want ErrVoided", err)
 			}
 			if got := used(t, l, "bob"); got != 0 {
@@ -274,10 +274,10 @@ func TestChargeIsNotRepeated(t *testing.T) {
 	l := limiter(t, s, allowance.FixedWindow)
 	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "carol", Rules: l.Rules()}
 	ctx := context.Background()
-	if d, err := s.Charge(ctx, req); err != nil || !d.Allowed {
+	if d, err := chargeStore(ctx, s, req); err != nil || !d.Allowed {
 		t.Fatalf("first charge: %v %v", d.Allowed, err)
 	}
-	if _, err := s.Charge(ctx, req); !errors.Is(err, allowance.ErrUncertain) {
+	if _, err := chargeStore(ctx, s, req); !errors.Is(err, allowance.ErrUncertain) {
 		t.Fatalf("repeated charge: %v; want ErrUncertain", err)
 	}
 	if got := used(t, l, "carol"); got != 1 {

@@ -193,16 +193,23 @@ func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecon
 
 // Charge charges req.Identity against every limit of req.Rules in one
 // script, all or nothing.
-func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.Decision, error) {
+func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.Decision) error {
 	if err := ctx.Err(); err != nil {
-		return allowance.Decision{}, fmt.Errorf("redisstore: charge: %w", err)
+		d.Reset(req)
+		return fmt.Errorf("redisstore: charge: %w", err)
 	}
+	if req.ID.IsZero() {
+		// Chosen here, before the round trip, so that an uncertain charge
+		// can be voided by it.
+		req.ID = allowance.NewReceiptID()
+	}
+	d.Reset(req)
 	m := 0
 	for i := range req.Rules {
 		m += len(req.Rules[i].Limits)
 	}
 	if m == 0 || m > maxCharges {
-		return allowance.Decision{}, fmt.Errorf("redisstore: charge: %d limits; expected 1 to %d", m, maxCharges)
+		return fmt.Errorf("redisstore: charge: %d limits; expected 1 to %d", m, maxCharges)
 	}
 	base := s.identityBase(req.Identity)
 	keys := make([]string, 0, 1+2*m)
@@ -224,24 +231,25 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.De
 	vals, err := s.c.eval(ctx, scriptCharge, keys, args)
 	if err != nil {
 		if s.c.mayHaveApplied(err) {
-			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
+			d.Receipt = allowance.UncertainReceipt(req)
+			return fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
 		}
-		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
+		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
 	}
 	if len(vals) == 1 {
 		switch vals[0] {
 		case -1:
-			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
+			return fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
 		case -2:
 			// A client retried the request after losing its connection: the
 			// first attempt charged, and its verdict is lost.
-			return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
+			d.Receipt = allowance.UncertainReceipt(req)
+			return fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
 		}
 	}
 	if len(vals) != 1+5*m {
-		return allowance.Decision{}, fmt.Errorf("redisstore: charge %s: script returned %d values; expected %d", req.ID, len(vals), 1+5*m)
+		return fmt.Errorf("redisstore: charge %s: script returned %d values; expected %d", req.ID, len(vals), 1+5*m)
 	}
-	d := allowance.NewDecision(req)
 	for i := 0; i < m; i++ {
 		v := vals[1+5*i : 6+5*i]
 		d.SetLimit(i, v[0] == 1, v[1], micros(v[2]), micros(v[3]), v[4])
@@ -249,7 +257,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request) (allowance.De
 	if vals[0] == 1 {
 		d.Allow()
 	}
-	return d, nil
+	return nil
 }
 
 // Refund undoes receipt's charges in one script, at most once per receipt

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -252,7 +253,7 @@ func (s *suite) testUncertain(t *testing.T) {
 			t.Fatalf("decoded uncertain receipt: uncertain=%v err=%v", decoded.Uncertain(), err)
 		}
 		e.wantOutcomes(e.refund(&decoded), allowance.NotCharged)
-		d, err := e.store.Charge(e.ctx, req)
+		d, err := chargeStore(e.ctx, e.store, req)
 		if !errors.Is(err, allowance.ErrVoided) {
 			t.Fatalf("charge of a voided id: allowed=%v err=%v; want ErrVoided", d.Allowed, err)
 		}
@@ -272,7 +273,7 @@ func (s *suite) testContext(t *testing.T) {
 	d := e.mustAllow("alice", r)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := e.store.Charge(ctx, allowance.Request{ID: allowance.NewReceiptID(), Identity: "alice", Rules: []allowance.Rule{r}}); !errors.Is(err, context.Canceled) {
+	if _, err := chargeStore(ctx, e.store, allowance.Request{ID: allowance.NewReceiptID(), Identity: "alice", Rules: []allowance.Rule{r}}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("charge with a cancelled context: %v; want context.Canceled", err)
 	}
 	if _, err := e.store.Refund(ctx, &d.Receipt, nil); !errors.Is(err, context.Canceled) {
@@ -309,7 +310,7 @@ func (s *suite) testContentionCharge(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-ready
-				d, err := e.store.Charge(e.ctx, allowance.Request{ID: allowance.NewReceiptID(), Identity: "hot", Rules: []allowance.Rule{r}})
+				d, err := chargeStore(e.ctx, e.store, allowance.Request{ID: allowance.NewReceiptID(), Identity: "hot", Rules: []allowance.Rule{r}})
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -392,4 +393,55 @@ func (s *suite) testContentionRefund(t *testing.T) {
 			t.Fatalf("used %d and %d after refunding 3 of 15; want 12 and 12", u[0].Used, u[1].Used)
 		}
 	})
+}
+
+// testReceiptIDs: a charge keeps the id it is given; without one the store
+// chooses ids that are never zero and never repeat, across identities and
+// concurrent callers, and refunds them at most once.
+func (s *suite) testReceiptIDs(t *testing.T) {
+	e := s.env(t)
+	r := rule(t, "r", allowance.FixedWindow, "1000000/hour", 0)
+	want := allowance.NewReceiptID()
+	d, err := chargeStore(e.ctx, e.store, allowance.Request{ID: want, Identity: "alice", Rules: []allowance.Rule{r}})
+	if err != nil || !d.Allowed || d.Receipt.ID != want {
+		t.Fatalf("charge with id %s: allowed=%v id=%s err=%v; want allowed with that id", want, d.Allowed, d.Receipt.ID, err)
+	}
+
+	const goroutines, each = 8, 100
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		seen = map[allowance.ReceiptID]string{want: "the caller's"}
+		errs []error
+	)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				identity := fmt.Sprintf("user-%d", (g*each+i)%37)
+				d, err := chargeStore(e.ctx, e.store, allowance.Request{Identity: identity, Rules: []allowance.Rule{r}})
+				mu.Lock()
+				switch {
+				case err != nil:
+					errs = append(errs, err)
+				case d.Receipt.ID.IsZero():
+					errs = append(errs, fmt.Errorf("charge of %q has a zero receipt id", identity))
+				case seen[d.Receipt.ID] != "":
+					errs = append(errs, fmt.Errorf("receipt id %s of %q was already given to %s", d.Receipt.ID, identity, seen[d.Receipt.ID]))
+				default:
+					seen[d.Receipt.ID] = fmt.Sprintf("a charge of %q", identity)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d charges went wrong; first: %v", len(errs), goroutines*each, errs[0])
+	}
+
+	d = e.mustAllow("bob", r)
+	e.wantOutcomes(e.refund(&d.Receipt), allowance.Restored)
+	e.wantOutcomes(e.refund(&d.Receipt), allowance.AlreadyRefunded)
 }

@@ -76,6 +76,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"RefundBinaryReceipt", s.testRefundBinaryReceipt},
 		{"RefundNothing", s.testRefundNothing},
 		{"UncertainReceipt", s.testUncertain},
+		{"ReceiptIDs", s.testReceiptIDs},
 		{"ContextCancelled", s.testContext},
 		{"RefundProperty", s.testRefundProperty},
 		{"ContentionCharge", s.testContentionCharge},
@@ -147,12 +148,16 @@ func rule(t tester, name string, alg allowance.Algorithm, limits string, cost in
 
 func (e *env) advance(d time.Duration) { e.clock.Advance(d) }
 
-// charge charges identity against rules with a fresh receipt id.
+// charge charges identity against rules with a receipt id the store
+// chooses, as Limiter.Check does, and checks that the id is set.
 func (e *env) charge(identity string, rules ...allowance.Rule) allowance.Decision {
 	e.t.Helper()
-	d, err := e.store.Charge(e.ctx, allowance.Request{ID: allowance.NewReceiptID(), Identity: identity, Rules: rules})
+	d, err := chargeStore(e.ctx, e.store, allowance.Request{Identity: identity, Rules: rules})
 	if err != nil {
 		e.t.Fatalf("charge %q at %s: %v", identity, e.clock.Now().Format(time.RFC3339Nano), err)
+	}
+	if d.Receipt.ID.IsZero() || d.Receipt.Identity != identity {
+		e.t.Fatalf("charge %q: receipt id %s, identity %q; want a fresh id and the identity", identity, d.Receipt.ID, d.Receipt.Identity)
 	}
 	return d
 }
@@ -269,3 +274,10 @@ func describe(d *allowance.Decision) string {
 }
 
 const us = time.Microsecond
+
+// chargeStore calls store.Charge with a Decision of its own and returns it.
+func chargeStore(ctx context.Context, store allowance.Store, req allowance.Request) (allowance.Decision, error) {
+	var d allowance.Decision
+	err := store.Charge(ctx, req, &d)
+	return d, err
+}
