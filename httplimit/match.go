@@ -45,8 +45,9 @@ type matchCache struct {
 }
 
 const (
-	matchSlots   = 1024
-	maxCachePath = 256 // longer paths and hosts are not cached
+	matchSlotBits = 10
+	matchSlots    = 1 << matchSlotBits
+	maxCachePath  = 256 // longer paths and hosts are not cached
 )
 
 type matchEntry struct {
@@ -54,9 +55,24 @@ type matchEntry struct {
 	mask                    uint64
 }
 
+// slot returns r's slot. Only the path is hashed: a server sees a few
+// methods and usually one host, so their lengths and end bytes spread them
+// over slots well enough, for a third of the hashing. Requests that share a
+// slot only cost each other ServeMux lookups.
 func (c *matchCache) slot(r *http.Request) *atomic.Pointer[matchEntry] {
-	h := maphash.String(c.seed, r.URL.Path) ^ maphash.String(c.seed, r.Host)*31 ^ maphash.String(c.seed, r.Method)*961
-	return &c.slots[h%matchSlots]
+	h := maphash.String(c.seed, r.URL.Path)
+	// The multiplications carry the low bits of ends up to the top bits, which
+	// pick the slot.
+	h ^= ends(r.Method)*0x9e3779b97f4a7c15 ^ ends(r.Host)*0xc2b2ae3d27d4eb4f
+	return &c.slots[h>>(64-matchSlotBits)]
+}
+
+// ends packs the length and the first and last bytes of s.
+func ends(s string) uint64 {
+	if s == "" {
+		return 0
+	}
+	return uint64(len(s))<<16 | uint64(s[0])<<8 | uint64(s[len(s)-1])
 }
 
 // match returns the rules that match r, as bits.

@@ -3,6 +3,7 @@ package httplimit
 import (
 	"bufio"
 	"encoding/json"
+	"hash/maphash"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -459,6 +461,24 @@ func TestMatchCache(t *testing.T) {
 			if got != want || (method == "GET") != (got == 3) {
 				t.Fatalf("round %d: %s %s: cached %b, mux %b", round, method, target, got, want)
 			}
+		}
+	}
+}
+
+// Only the path is hashed to find a request's cache slot; the usual methods
+// on one path, and hosts that differ at either end, still get slots of their
+// own.
+func TestMatchCacheSlots(t *testing.T) {
+	c := &matchCache{seed: maphash.MakeSeed()}
+	seen := map[*atomic.Pointer[matchEntry]]string{}
+	for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		for _, host := range []string{"example.com", "api.example.com", "www.example.com", "api.example.net"} {
+			r := httptest.NewRequest(method, "http://"+host+"/v1/tasks", nil)
+			s := c.slot(r)
+			if prev, ok := seen[s]; ok {
+				t.Errorf("%s %s shares a slot with %s", method, host, prev)
+			}
+			seen[s] = method + " " + host
 		}
 	}
 }
