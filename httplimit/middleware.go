@@ -273,7 +273,8 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	if m.met.timed {
 		start = time.Now()
 	}
-	st.d, err = set.lim.Check(m.storeCtx(r.Context(), &st.call), id)
+	// The store fills the Decision in place, in the state, uncopied.
+	err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
 	if m.met.timed {
 		m.met.checkLatency.Observe(time.Since(start).Seconds())
 	}
