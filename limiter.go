@@ -19,6 +19,7 @@ type Limiter struct {
 	rules     []Rule
 	guards    []Guard
 	decisions sync.Pool // of *Decision, for Check
+	results   sync.Pool // of *RefundResult, for Refund
 }
 
 // NewLimiter returns a Limiter that charges every one of rules on each check.
@@ -32,6 +33,7 @@ func NewLimiter(store Store, rules ...Rule) (*Limiter, error) {
 	}
 	l := &Limiter{store: store, rules: make([]Rule, len(rules))}
 	l.decisions.New = func() any { return new(Decision) }
+	l.results.New = func() any { return new(RefundResult) }
 	for i, r := range rules {
 		r.Limits = append(Limits(nil), r.Limits...)
 		l.rules[i] = r
@@ -102,15 +104,37 @@ func failedCheck(d *Decision, err error) {
 // Outcome). A zero receipt (from a denied or failed check) refunds nothing.
 // The refund guards of the limiter's rules apply to the receipt's rules of the
 // same names, so a receipt decoded in another process is guarded the same way.
+//
+// The result is the caller's to keep; RefundInto reuses one instead.
 func (l *Limiter) Refund(ctx context.Context, receipt *Receipt) (RefundResult, error) {
+	var res RefundResult
 	if receipt == nil || receipt.Len() == 0 {
-		return RefundResult{}, nil
+		return res, nil
 	}
-	res, err := l.store.Refund(ctx, receipt, l.guards)
-	if err != nil {
-		return res, fmt.Errorf("refund %s: %w", receipt.ID, err)
+	// The store writes to a pooled result: one on Refund's stack would escape
+	// through the interface call. Its Charges are the new result's own.
+	p := l.results.Get().(*RefundResult)
+	p.Charges = make([]ChargeOutcome, 0, receipt.Len())
+	err := l.RefundInto(ctx, receipt, p)
+	res = *p
+	*p = RefundResult{}
+	l.results.Put(p)
+	return res, err
+}
+
+// RefundInto is Refund writing the result to res, whose Charges' storage it
+// reuses when it has room: a caller that keeps one RefundResult (per worker,
+// or in a request's state) refunds without allocating. Outcomes read from res
+// before are overwritten.
+func (l *Limiter) RefundInto(ctx context.Context, receipt *Receipt, res *RefundResult) error {
+	if receipt == nil || receipt.Len() == 0 {
+		res.Reset(ReceiptID{}, 0)
+		return nil
 	}
-	return res, nil
+	if err := l.store.Refund(ctx, receipt, l.guards, res); err != nil {
+		return fmt.Errorf("refund %s: %w", receipt.ID, err)
+	}
+	return nil
 }
 
 // Peek reports identity's usage of every limit without charging.

@@ -32,8 +32,9 @@ func (s *failingStore) Charge(_ context.Context, req allowance.Request, d *allow
 	return s.err
 }
 
-func (s *failingStore) Refund(context.Context, *allowance.Receipt, []allowance.Guard) (allowance.RefundResult, error) {
-	return allowance.RefundResult{}, s.err
+func (s *failingStore) Refund(_ context.Context, r *allowance.Receipt, _ []allowance.Guard, res *allowance.RefundResult) error {
+	res.Reset(r.ID, 0)
+	return s.err
 }
 
 func (s *failingStore) Peek(context.Context, string, []allowance.Rule) ([]allowance.Usage, error) {
@@ -184,6 +185,17 @@ func TestCheckAllocations(t *testing.T) {
 			}
 		}); n != 0 {
 			t.Errorf("%s: %v allocations a CheckInto, want 0", alg, n)
+		}
+		var res allowance.RefundResult
+		if n := testing.AllocsPerRun(100, func() {
+			if err := lim.CheckInto(ctx, "alice", d); err != nil || !d.Allowed {
+				t.Fatal(d.Allowed, err)
+			}
+			if err := lim.RefundInto(ctx, &d.Receipt, &res); err != nil || !res.Restored() {
+				t.Fatal(res, err)
+			}
+		}); n > 0.1 {
+			t.Errorf("%s: %v allocations a CheckInto and RefundInto, want none but the receipt records' growth", alg, n)
 		}
 	}
 }

@@ -32,10 +32,13 @@ type Store interface {
 	Charge(ctx context.Context, req Request, d *Decision) error
 
 	// Refund undoes the charges of one receipt, at most once per receipt ID
-	// across all callers and processes, and reports per charge what happened.
-	// guards are the refund guards of the receipt's rules, by rule name; a rule
-	// without one is not bounded.
-	Refund(ctx context.Context, receipt *Receipt, guards []Guard) (RefundResult, error)
+	// across all callers and processes, and writes to res what happened, per
+	// charge, after res.Reset; the outcomes reuse the storage of res.Charges
+	// when it has room, so that a caller that keeps a RefundResult refunds
+	// without allocating. On an error res holds no outcomes. guards are the
+	// refund guards of the receipt's rules, by rule name; a rule without one
+	// is not bounded.
+	Refund(ctx context.Context, receipt *Receipt, guards []Guard, res *RefundResult) error
 
 	// Peek reports identity's usage of every limit of rules without charging.
 	Peek(ctx context.Context, identity string, rules []Rule) ([]Usage, error)
@@ -291,6 +294,19 @@ type ChargeOutcome struct {
 type RefundResult struct {
 	ReceiptID ReceiptID
 	Charges   []ChargeOutcome
+}
+
+// Reset makes r the start of the result of refunding the receipt id with n
+// charges: n zero outcomes, in the storage of r.Charges when it has room.
+// For use by Store implementations, which then fill r.Charges.
+func (r *RefundResult) Reset(id ReceiptID, n int) {
+	r.ReceiptID = id
+	if cap(r.Charges) < n {
+		r.Charges = make([]ChargeOutcome, n)
+		return
+	}
+	r.Charges = r.Charges[:n]
+	clear(r.Charges)
 }
 
 // Restored reports whether any charge was given back.

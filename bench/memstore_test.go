@@ -77,18 +77,25 @@ func runKeys(b *testing.B, keys []string, check func(key string) bool) {
 	})
 }
 
-// runDecisions is runKeys for Limiter.CheckInto: each goroutine fills one
-// Decision of its own, as a server fills the one in a request's state.
-func runDecisions(b *testing.B, keys []string, check func(key string, d *allowance.Decision) bool) {
+// state is what a goroutine of runDecisions keeps, as a server keeps it in a
+// request's state: a Decision for CheckInto and a result for RefundInto.
+type state struct {
+	d   allowance.Decision
+	res allowance.RefundResult
+}
+
+// runDecisions is runKeys for Limiter.CheckInto and RefundInto: each
+// goroutine fills a state of its own.
+func runDecisions(b *testing.B, keys []string, check func(key string, st *state) bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := processCPU()
 	defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	b.RunParallel(func(pb *testing.PB) {
-		d := new(allowance.Decision)
+		st := new(state)
 		i := rand.IntN(len(keys))
 		for pb.Next() {
-			if !check(keys[i], d) && len(keys) > 1<<30 {
+			if !check(keys[i], st) && len(keys) > 1<<30 {
 				b.Error("unreachable: keeps the result live")
 			}
 			i++
@@ -122,11 +129,11 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					runDecisions(b, keys, func(key string, d *allowance.Decision) bool {
-						if err := lim.CheckInto(ctx, key, d); err != nil {
+					runDecisions(b, keys, func(key string, st *state) bool {
+						if err := lim.CheckInto(ctx, key, &st.d); err != nil {
 							b.Error(err)
 						}
-						return d.Allowed
+						return st.d.Allowed
 					})
 				})
 			}
@@ -196,8 +203,6 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 	}
 }
 
-var receipts = sync.Pool{New: func() any { return new(allowance.Receipt) }}
-
 // BenchmarkMemstoreCheckRefund is one check and the refund of its receipt per op,
 // so its cost less BenchmarkMemstoreCheck's is the refund's. Refunded receipts are
 // remembered until their windows end, so the limits here are per second and
@@ -216,23 +221,15 @@ func BenchmarkMemstoreCheckRefund(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					runKeys(b, keys, func(key string) bool {
-						d, err := lim.Check(ctx, key)
-						if err != nil || !d.Allowed {
-							b.Errorf("check: allowed=%v err=%v", d.Allowed, err)
+					runDecisions(b, keys, func(key string, st *state) bool {
+						if err := lim.CheckInto(ctx, key, &st.d); err != nil || !st.d.Allowed {
+							b.Errorf("check: allowed=%v err=%v", st.d.Allowed, err)
 							return false
 						}
-						// A receipt handed to a Store escapes; a server keeps it
-						// in the request's state, allocated once. Copy it to a
-						// pooled one so that only the refund's own cost shows.
-						rc := receipts.Get().(*allowance.Receipt)
-						*rc = d.Receipt
-						res, err := lim.Refund(ctx, rc)
-						receipts.Put(rc)
-						if err != nil {
+						if err := lim.RefundInto(ctx, &st.d.Receipt, &st.res); err != nil {
 							b.Error(err)
 						}
-						return res.Restored()
+						return st.res.Restored()
 					})
 				})
 			}

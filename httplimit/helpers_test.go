@@ -177,14 +177,15 @@ func (f *failing) Charge(ctx context.Context, req allowance.Request, d *allowanc
 	return f.Store.Charge(ctx, req, d)
 }
 
-func (f *failing) Refund(ctx context.Context, r *allowance.Receipt, g []allowance.Guard) (allowance.RefundResult, error) {
+func (f *failing) Refund(ctx context.Context, r *allowance.Receipt, g []allowance.Guard, res *allowance.RefundResult) error {
 	f.mu.Lock()
 	fail := f.refund
 	f.mu.Unlock()
 	if fail {
-		return allowance.RefundResult{}, f.err
+		res.Reset(r.ID, 0)
+		return f.err
 	}
-	return f.Store.Refund(ctx, r, g)
+	return f.Store.Refund(ctx, r, g, res)
 }
 
 var errDown = errors.New("store is down")

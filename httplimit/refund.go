@@ -142,7 +142,8 @@ func (m *Middleware) refund(ctx context.Context, r *allowance.Receipt, reason st
 		}
 	}
 	start := time.Now()
-	res, err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), nil), r, guards)
+	var res allowance.RefundResult
+	err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), nil), r, guards, &res)
 	if m.met.timed {
 		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
 	}

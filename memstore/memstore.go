@@ -45,7 +45,6 @@ type Store struct {
 	seed   maphash.Seed
 	shards []shard
 	mask   uint64
-	slabs  sync.Pool // of *outcomeSlab, for refund results
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -66,10 +65,11 @@ type shard struct {
 	seq      uint64 // receipt ids chosen by the shard so far
 	tag      uint64 // the first half of the shard's receipt ids
 	_        [cacheLine - 32]byte
-	ids      table    // the shard's identities
-	refunded *records // receipts refunded, until their windows end
-	voided   *records // uncertain receipts voided
-	_        [cacheLine - 48]byte
+	ids      table       // the shard's identities
+	own      *seqRecords // receipts of ids the shard chose, refunded, until their windows end
+	refunded *records    // other receipts refunded, until their windows end
+	voided   *records    // uncertain receipts voided
+	_        [cacheLine - 56]byte
 }
 
 // cacheLine is the size of a cache line on the usual processors, in bytes.
@@ -100,6 +100,46 @@ func (sh *shard) newID() (id allowance.ReceiptID) {
 	binary.BigEndian.PutUint64(id[:8], sh.tag)
 	binary.BigEndian.PutUint64(id[8:], sh.seq)
 	return id
+}
+
+// count returns the count of id if the shard chose it (see newID).
+func (sh *shard) count(id allowance.ReceiptID) (uint64, bool) {
+	if binary.BigEndian.Uint64(id[:8]) != sh.tag {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(id[8:]), true
+}
+
+// claim records the refund of id until exp (> now) unless it was refunded
+// already, and reports whether it recorded it.
+func (sh *shard) claim(id allowance.ReceiptID, exp, now int64) bool {
+	if n, ok := sh.count(id); ok {
+		if sh.own == nil {
+			sh.own = &seqRecords{}
+		}
+		return sh.own.claim(n, exp, now)
+	}
+	if sh.refunded == nil {
+		sh.refunded = &records{}
+	}
+	return sh.refunded.claim(id, exp, now)
+}
+
+// wasRefunded reports whether id's refund is recorded at now.
+func (sh *shard) wasRefunded(id allowance.ReceiptID, now int64) bool {
+	if n, ok := sh.count(id); ok {
+		return sh.own.has(n, now)
+	}
+	return sh.refunded.has(id, now)
+}
+
+// unclaim forgets the refund of id that claim recorded.
+func (sh *shard) unclaim(id allowance.ReceiptID, now int64) {
+	if n, ok := sh.count(id); ok {
+		sh.own.release(n, now)
+		return
+	}
+	sh.refunded.release(id)
 }
 
 // guardAlg marks a slot that counts refunds for a rule's refund guard.
@@ -259,6 +299,9 @@ func (s *Store) Sweep() {
 		if sh.refunded != nil {
 			sh.refunded.rebuild(now, 0)
 		}
+		if sh.own != nil {
+			sh.own.rebuild(now, 0)
+		}
 		if sh.voided != nil {
 			sh.voided.rebuild(now, 0)
 		}
@@ -267,13 +310,14 @@ func (s *Store) Sweep() {
 }
 
 // Len returns the number of identities and receipt records held: what memory
-// the store uses, for tests and metrics.
+// the store uses, for tests and metrics. A record holds one refunded or voided
+// receipt, or up to 64 refunded receipts whose ids the store chose in a row.
 func (s *Store) Len() (identities, receipts int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		identities += sh.ids.count
-		receipts += sh.refunded.len() + sh.voided.len()
+		receipts += sh.own.len() + sh.refunded.len() + sh.voided.len()
 		sh.mu.Unlock()
 	}
 	return identities, receipts
@@ -520,15 +564,19 @@ func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, t, c, now in
 func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
 
 // Refund undoes receipt's charges, at most once per receipt ID.
-func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard) (allowance.RefundResult, error) {
-	res := allowance.RefundResult{ReceiptID: receipt.ID}
-	if receipt.Len() == 0 {
-		return res, nil
-	}
+func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard, res *allowance.RefundResult) error {
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("memstore: refund: %w", err)
+		res.Reset(receipt.ID, 0)
+		return fmt.Errorf("memstore: refund: %w", err)
 	}
-	res.Charges = s.outcomes(receipt.Len())
+	res.Reset(receipt.ID, receipt.Len())
+	if receipt.Len() == 0 {
+		return nil
+	}
+	if receipt.Len() == 1 && !receipt.Uncertain() && !guarded(guards, receipt.Rules()[0].Name) {
+		s.refundOne(receipt, res.Charges)
+		return nil
+	}
 	// GCRA's emission intervals and increments are divisions: made here,
 	// not under the lock.
 	var gcraBuf [maxInlineCharges]gcraRefund
@@ -558,20 +606,17 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	case sh.voided.len() > 0 && sh.voided.has(receipt.ID, now):
 		done = true // refunded as an uncertain receipt before
 	case receipt.Uncertain():
-		done = sh.refunded.has(receipt.ID, now)
+		done = sh.wasRefunded(receipt.ID, now)
 	default:
 		// Record the refund now, in the probe that looks for an earlier one;
 		// undone below if the guard declines every charge.
-		if sh.refunded == nil {
-			sh.refunded = &records{}
-		}
-		done = !sh.refunded.claim(receipt.ID, max(expiry, now+1), now)
+		done = !sh.claim(receipt.ID, max(expiry, now+1), now)
 	}
 	if done {
 		for i := range res.Charges {
 			res.Charges[i].Outcome = allowance.AlreadyRefunded
 		}
-		return res, nil
+		return nil
 	}
 	if receipt.Uncertain() {
 		// This store never leaves a charge uncertain: a charge that returned
@@ -583,7 +628,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 			sh.voided = &records{}
 		}
 		sh.voided.add(receipt.ID, max(expiry, now+1), now)
-		return res, nil
+		return nil
 	}
 
 	id := sh.ids.lookup(h, receipt.Identity)
@@ -610,7 +655,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		anyDone = true
 		restoredAny := false
 		for i := start; i < end; i++ {
-			out, units := refundOne(id, receipt.ID, i, charges[i].Charge, gcra[i], now)
+			out, units := refundCharge(id, receipt.ID, i, charges[i].Charge, gcra[i], now)
 			res.Charges[i].Outcome, res.Charges[i].Restored = out, units
 			restoredAny = restoredAny || out == allowance.Restored
 		}
@@ -623,9 +668,45 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		start = end
 	}
 	if !anyDone {
-		sh.refunded.release(receipt.ID)
+		sh.unclaim(receipt.ID, now)
 	}
-	return res, nil
+	return nil
+}
+
+// guarded reports whether guards hold one for rule.
+func guarded(guards []allowance.Guard, rule string) bool {
+	for i := range guards {
+		if guards[i].Rule == rule {
+			return true
+		}
+	}
+	return false
+}
+
+// refundOne is Refund for the common case, a certain receipt of one charge
+// whose rule has no refund guard, with less work under the lock.
+func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.ChargeOutcome) {
+	out := &outcomes[0]
+	out.Charge = receipt.Charge(0)
+	c := &out.Charge
+	var g gcraRefund
+	if c.Algorithm == allowance.GCRA {
+		g = gcraRefund{t: allowance.EmissionInterval(c.Limit), inc: c.Increment()}
+	}
+	sh, h := s.locate(receipt.Identity)
+	now := s.micros()
+	expiry := expiryOf(outcomes, false, now)
+
+	sh.mu.Lock()
+	now = sh.clock(now)
+	if sh.voided.len() > 0 && sh.voided.has(receipt.ID, now) || !sh.claim(receipt.ID, max(expiry, now+1), now) {
+		sh.mu.Unlock()
+		out.Outcome = allowance.AlreadyRefunded
+		return
+	}
+	id := sh.ids.lookup(h, receipt.Identity)
+	out.Outcome, out.Restored = refundCharge(id, receipt.ID, 0, *c, g, now)
+	sh.mu.Unlock()
 }
 
 // expiryOf returns when no charge of a receipt can be restored any more, in
@@ -653,7 +734,7 @@ func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int6
 // emission interval and the charge's increment.
 type gcraRefund struct{ t, inc int64 }
 
-func refundOne(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, g gcraRefund, now int64) (allowance.Outcome, int64) {
+func refundCharge(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, g gcraRefund, now int64) (allowance.Outcome, int64) {
 	k := id.find(c.Rule, c.Limit, uint8(c.Algorithm))
 	if k < 0 {
 		return allowance.WindowEnded, 0

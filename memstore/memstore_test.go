@@ -56,9 +56,11 @@ func TestSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// 200 refunds of ids the store chose, kept up to 64 to a record, and 4
+	// voided ids, one record each.
 	ids, receipts := s.Len()
-	if ids != 400 || receipts != 204 {
-		t.Fatalf("Len = %d identities, %d receipts; want 400, 204", ids, receipts)
+	if ids != 400 || receipts < 5 || receipts > 204 {
+		t.Fatalf("Len = %d identities, %d receipt records; want 400, and 5 to 204", ids, receipts)
 	}
 	s.Sweep()
 	if ids2, receipts2 := s.Len(); ids2 != ids || receipts2 != receipts {
@@ -116,9 +118,9 @@ func TestSystemClock(t *testing.T) {
 	}
 }
 
-// TestRefundResultsAreTheirOwn: refund results are carved from shared slabs;
-// each must keep its outcomes whatever later refunds, or appends to another
-// result, write, also from many goroutines at once (run with -race).
+// TestRefundResultsAreTheirOwn: each result of Limiter.Refund must keep its
+// outcomes whatever later refunds, or appends to another result, write, also
+// from many goroutines at once (run with -race).
 func TestRefundResultsAreTheirOwn(t *testing.T) {
 	ctx := context.Background()
 	s := memstore.New(memstore.WithSweepInterval(0))

@@ -125,10 +125,10 @@ func (r *records) rebuild(now int64, extra int) {
 	}
 	old := r.slots
 	r.slots, r.used = nil, 0
-	if live+extra == 0 {
+	n := tableSize(live, extra)
+	if n == 0 {
 		return
 	}
-	n := max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
 	if n == len(old) && live <= len(r.spare) {
 		// Same size: rehash in place, through a small buffer, rather than
 		// allocate a table for each burst of short-lived records.

@@ -247,7 +247,7 @@ func TestUncertainRequestLost(t *testing.T) {
 				t.Fatalf("charge with the request lost: %v; want ErrUncertain", err)
 			}
 			u := allowance.UncertainReceipt(req)
-			res, err := direct.Refund(ctx, &u, nil)
+			res, err := refundStore(ctx, direct, &u, nil)
 			if err != nil || res.Outcome() != allowance.NotCharged {
 				t.Fatalf("refund of the lost charge: %v %v; want not_charged", res.Outcome(), err)
 			}
@@ -258,7 +258,7 @@ func TestUncertainRequestLost(t *testing.T) {
 			if got := used(t, l, "bob"); got != 0 {
 				t.Fatalf("used %d; want 0", got)
 			}
-			res, err = direct.Refund(ctx, &u, nil)
+			res, err = refundStore(ctx, direct, &u, nil)
 			if err != nil || res.Outcome() != allowance.AlreadyRefunded {
 				t.Fatalf("second refund: %v %v; want already_refunded", res.Outcome(), err)
 			}

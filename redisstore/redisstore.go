@@ -263,13 +263,13 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 // Refund undoes receipt's charges in one script, at most once per receipt
 // id. An uncertain receipt is refunded through the trace its charge left, or
 // voided when there is none.
-func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard) (allowance.RefundResult, error) {
-	res := allowance.RefundResult{ReceiptID: receipt.ID}
+func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard, res *allowance.RefundResult) error {
+	res.Reset(receipt.ID, 0)
 	if receipt.Len() == 0 {
-		return res, nil
+		return nil
 	}
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
 	}
 	charges := receipt.Charges()
 	m := len(charges)
@@ -317,16 +317,16 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	args[5] = strconv.Itoa(groups)
 	vals, err := s.c.eval(ctx, scriptRefund, keys, args)
 	if err != nil {
-		return res, fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
 	}
 	if len(vals) != 2*m {
-		return res, fmt.Errorf("redisstore: refund %s: script returned %d values; expected %d", receipt.ID, len(vals), 2*m)
+		return fmt.Errorf("redisstore: refund %s: script returned %d values; expected %d", receipt.ID, len(vals), 2*m)
 	}
-	res.Charges = make([]allowance.ChargeOutcome, m)
+	res.Reset(receipt.ID, m)
 	for i, c := range charges {
 		res.Charges[i] = allowance.ChargeOutcome{Charge: c, Outcome: allowance.Outcome(vals[2*i]), Restored: vals[2*i+1]}
 	}
-	return res, nil
+	return nil
 }
 
 // Peek reports identity's usage of every limit of rules, in one read-only

@@ -216,7 +216,7 @@ func (s *suite) testRefundNothing(t *testing.T) {
 	d := e.mustDeny("alice", r)
 	before := e.peek("alice", r)
 	for _, rc := range []*allowance.Receipt{{}, &d.Receipt} {
-		res, err := e.store.Refund(e.ctx, rc, nil)
+		res, err := refundStore(e.ctx, e.store, rc, nil)
 		if err != nil {
 			t.Fatalf("refund of a receipt without charges: %v", err)
 		}
@@ -276,7 +276,7 @@ func (s *suite) testContext(t *testing.T) {
 	if _, err := chargeStore(ctx, e.store, allowance.Request{ID: allowance.NewReceiptID(), Identity: "alice", Rules: []allowance.Rule{r}}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("charge with a cancelled context: %v; want context.Canceled", err)
 	}
-	if _, err := e.store.Refund(ctx, &d.Receipt, nil); !errors.Is(err, context.Canceled) {
+	if _, err := refundStore(ctx, e.store, &d.Receipt, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("refund with a cancelled context: %v; want context.Canceled", err)
 	}
 	if _, err := e.store.Peek(ctx, "alice", []allowance.Rule{r}); !errors.Is(err, context.Canceled) {
@@ -359,7 +359,7 @@ func (s *suite) testContentionRefund(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-ready
-				res, err := e.store.Refund(e.ctx, &rc, nil)
+				res, err := refundStore(e.ctx, e.store, &rc, nil)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -444,4 +444,35 @@ func (s *suite) testReceiptIDs(t *testing.T) {
 	d = e.mustAllow("bob", r)
 	e.wantOutcomes(e.refund(&d.Receipt), allowance.Restored)
 	e.wantOutcomes(e.refund(&d.Receipt), allowance.AlreadyRefunded)
+}
+
+// testRefundReusesResult: one RefundResult reused across refunds of
+// receipts with different numbers of charges holds each refund's outcomes
+// only.
+func (s *suite) testRefundReusesResult(t *testing.T) {
+	e := s.env(t)
+	two := rule(t, "two", allowance.FixedWindow, "10/minute; 100/hour", 0)
+	one := rule(t, "one", allowance.GCRA, "10/minute", 0)
+	a := e.mustAllow("alice", two)
+	b := e.mustAllow("alice", one)
+	res := allowance.RefundResult{Charges: make([]allowance.ChargeOutcome, 0, 4)}
+	for _, step := range []struct {
+		d    *allowance.Decision
+		want allowance.Outcome
+	}{{&a, allowance.Restored}, {&b, allowance.Restored}, {&a, allowance.AlreadyRefunded}, {&b, allowance.AlreadyRefunded}} {
+		if err := e.store.Refund(e.ctx, &step.d.Receipt, nil, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.ReceiptID != step.d.Receipt.ID || len(res.Charges) != step.d.Receipt.Len() {
+			t.Fatalf("refund of %s: result of %s with %d outcomes; want %d", step.d.Receipt.ID, res.ReceiptID, len(res.Charges), step.d.Receipt.Len())
+		}
+		for i, c := range res.Charges {
+			if c.Outcome != step.want || c.Charge != step.d.Receipt.Charge(i) {
+				t.Fatalf("refund of %s: charge %d: %v of %+v; want %v of %+v", step.d.Receipt.ID, i, c.Outcome, c.Charge, step.want, step.d.Receipt.Charge(i))
+			}
+		}
+	}
+	if u := e.peek("alice", two, one); u[0].Used != 0 || u[1].Used != 0 || u[2].Used != 0 {
+		t.Fatalf("usage after the refunds: %+v; want none", u)
+	}
 }

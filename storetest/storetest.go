@@ -77,6 +77,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"RefundNothing", s.testRefundNothing},
 		{"UncertainReceipt", s.testUncertain},
 		{"ReceiptIDs", s.testReceiptIDs},
+		{"RefundReusesResult", s.testRefundReusesResult},
 		{"ContextCancelled", s.testContext},
 		{"RefundProperty", s.testRefundProperty},
 		{"ContentionCharge", s.testContentionCharge},
@@ -189,7 +190,7 @@ func (e *env) stamp() string { return e.clock.Now().Format("15:04:05.000000") }
 
 func (e *env) refund(r *allowance.Receipt, guards ...allowance.Guard) allowance.RefundResult {
 	e.t.Helper()
-	res, err := e.store.Refund(e.ctx, r, guards)
+	res, err := refundStore(e.ctx, e.store, r, guards)
 	if err != nil {
 		e.t.Fatalf("refund %s: %v", r.ID, err)
 	}
@@ -280,4 +281,11 @@ func chargeStore(ctx context.Context, store allowance.Store, req allowance.Reque
 	var d allowance.Decision
 	err := store.Charge(ctx, req, &d)
 	return d, err
+}
+
+// refundStore calls store.Refund with a result of its own and returns it.
+func refundStore(ctx context.Context, store allowance.Store, r *allowance.Receipt, guards []allowance.Guard) (allowance.RefundResult, error) {
+	var res allowance.RefundResult
+	err := store.Refund(ctx, r, guards, &res)
+	return res, err
 }

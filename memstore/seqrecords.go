@@ -1,0 +1,146 @@
+package memstore
+
+import "math/bits"
+
+// seqRecords is the set of refunded receipts among the ids a shard chose
+// itself (see shard.newID), which count up: one entry covers 64 consecutive
+// ids, with a bit for each, and is kept until the latest expiry of the ids
+// it holds. Checks refunded soon after they were made, as a 409 is, land in
+// the few entries of the latest ids, so the set stays small and in cache
+// however many receipts are refunded: 24 bytes for up to 64 receipts, where
+// records spends 24 bytes on each.
+//
+// Like records, it is an open-addressing hash table with linear probing, in
+// which an expired entry is absent for look-ups and free for insertions,
+// rebuilt from its live entries when it fills up.
+type seqRecords struct {
+	shift uint8 // 64 - log2(len(slots))
+	used  int   // slots holding an entry, live or expired
+	slots []seqRecord
+}
+
+type seqRecord struct {
+	block uint64 // the ids' count divided by 64
+	bits  uint64 // bit i: the id block*64+i is held
+	exp   int64  // µs; 0 marks an empty slot
+}
+
+func (r *seqRecords) index(block uint64) uint64 {
+	return (block * 0x9e3779b97f4a7c15) >> r.shift
+}
+
+// find returns the live entry of block at now, or nil.
+func (r *seqRecords) find(block uint64, now int64) *seqRecord {
+	if r == nil || len(r.slots) == 0 {
+		return nil
+	}
+	mask := uint64(len(r.slots) - 1)
+	for i := r.index(block); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		if s.exp == 0 {
+			return nil
+		}
+		if s.block == block {
+			if s.exp <= now {
+				return nil
+			}
+			return s
+		}
+	}
+}
+
+// has reports whether seq is held at now.
+func (r *seqRecords) has(seq uint64, now int64) bool {
+	s := r.find(seq/64, now)
+	return s != nil && s.bits&(1<<(seq%64)) != 0
+}
+
+// claim records seq until at least exp (> now) unless it is held already,
+// and reports whether it recorded it.
+func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
+	if (r.used+1)*4 > len(r.slots)*3 {
+		r.rebuild(now, 1)
+	}
+	block, bit := seq/64, uint64(1)<<(seq%64)
+	mask := uint64(len(r.slots) - 1)
+	free := -1
+	for i := r.index(block); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		switch {
+		case s.exp == 0:
+			if free < 0 {
+				free = int(i)
+				r.used++
+			}
+			r.slots[free] = seqRecord{block: block, bits: bit, exp: exp}
+			return true
+		case s.block == block:
+			if s.exp <= now {
+				// Every id the entry held has expired.
+				*s = seqRecord{block: block, bits: bit, exp: exp}
+				return true
+			}
+			if s.bits&bit != 0 {
+				return false
+			}
+			s.bits |= bit
+			s.exp = max(s.exp, exp)
+			return true
+		case s.exp <= now && free < 0:
+			free = int(i)
+		}
+	}
+}
+
+// release forgets seq, as if it had expired.
+func (r *seqRecords) release(seq uint64, now int64) {
+	if s := r.find(seq/64, now); s != nil {
+		s.bits &^= 1 << (seq % 64)
+	}
+}
+
+// rebuild rehashes the live entries into a table with room for them and
+// extra more, at most half full; it drops the table when nothing is live and
+// nothing is to come.
+func (r *seqRecords) rebuild(now int64, extra int) {
+	var live []seqRecord
+	for _, s := range r.slots {
+		if s.exp > now {
+			live = append(live, s)
+		}
+	}
+	r.slots, r.used = nil, 0
+	n := tableSize(len(live), extra)
+	if n == 0 {
+		return
+	}
+	r.slots = make([]seqRecord, n)
+	r.shift = uint8(64 - bits.TrailingZeros(uint(n)))
+	mask := uint64(n - 1)
+	for _, s := range live {
+		i := r.index(s.block)
+		for r.slots[i].exp != 0 {
+			i = (i + 1) & mask
+		}
+		r.slots[i] = s
+		r.used++
+	}
+}
+
+// len returns the number of entries held, live or expired.
+func (r *seqRecords) len() int {
+	if r == nil {
+		return 0
+	}
+	return r.used
+}
+
+// tableSize returns the size of an open-addressing table for live entries
+// and extra more, at most half full: a power of two, at least minRecords, or
+// 0 when there is nothing to hold.
+func tableSize(live, extra int) int {
+	if live+extra == 0 {
+		return 0
+	}
+	return max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
+}
