@@ -47,6 +47,8 @@ func scriptSources() [numScripts]string {
 type client interface {
 	// eval runs a script and returns its array of integers.
 	eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error)
+	// evalText runs a script and returns its string.
+	evalText(ctx context.Context, s scriptID, keys, args []string) (string, error)
 	// del deletes keys of one hash slot.
 	del(ctx context.Context, keys []string) error
 	ping(ctx context.Context) error
@@ -78,6 +80,10 @@ func newRueidisClient(c rueidis.Client, owned bool) *rueidisClient {
 
 func (r *rueidisClient) eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error) {
 	return r.scripts[s].Exec(ctx, r.c, keys, args).AsIntSlice()
+}
+
+func (r *rueidisClient) evalText(ctx context.Context, s scriptID, keys, args []string) (string, error) {
+	return r.scripts[s].Exec(ctx, r.c, keys, args).ToString()
 }
 
 func (r *rueidisClient) del(ctx context.Context, keys []string) error {
@@ -123,6 +129,14 @@ func (g *goRedisClient) eval(ctx context.Context, s scriptID, keys, args []strin
 		a[i] = v
 	}
 	return g.scripts[s].Run(ctx, g.c, keys, a...).Int64Slice()
+}
+
+func (g *goRedisClient) evalText(ctx context.Context, s scriptID, keys, args []string) (string, error) {
+	a := make([]any, len(args))
+	for i, v := range args {
+		a[i] = v
+	}
+	return g.scripts[s].Run(ctx, g.c, keys, a...).Text()
 }
 
 func (g *goRedisClient) del(ctx context.Context, keys []string) error {

@@ -228,7 +228,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 			args = append(args, algCode(r.Algorithm), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
 		}
 	}
-	vals, err := s.c.eval(ctx, scriptCharge, keys, args)
+	reply, err := s.c.evalText(ctx, scriptCharge, keys, args)
 	if err != nil {
 		if s.c.mayHaveApplied(err) {
 			d.Receipt = allowance.UncertainReceipt(req)
@@ -236,26 +236,17 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		}
 		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
 	}
-	if len(vals) == 1 {
-		switch vals[0] {
-		case -1:
-			return fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
-		case -2:
-			// A client retried the request after losing its connection: the
-			// first attempt charged, and its verdict is lost.
-			d.Receipt = allowance.UncertainReceipt(req)
-			return fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
-		}
-	}
-	if len(vals) != 1+5*m {
-		return fmt.Errorf("redisstore: charge %s: script returned %d values; expected %d", req.ID, len(vals), 1+5*m)
-	}
-	for i := 0; i < m; i++ {
-		v := vals[1+5*i : 6+5*i]
-		d.SetLimit(i, v[0] == 1, v[1], micros(v[2]), micros(v[3]), v[4])
-	}
-	if vals[0] == 1 {
-		d.Allow()
+	code, err := parseCharge(reply, m, d)
+	switch {
+	case err != nil:
+		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
+	case code == replyVoided:
+		return fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
+	case code == replyCharged:
+		// A client retried the request after losing its connection: the
+		// first attempt charged, and its verdict is lost.
+		d.Receipt = allowance.UncertainReceipt(req)
+		return fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
 	}
 	return nil
 }

@@ -10,131 +10,154 @@
 -- ARGV[4]   m, the number of limits; then per limit: algorithm (f, s, l, g),
 --           count n, period p in µs, cost c
 --
--- Returns {-1} when the receipt id was voided (nothing charged), {-2} when
--- it was charged before (a retried request; nothing more charged), else
--- {allowed, then per limit: allowed, remaining, resetAfter, retryAfter,
--- window}, all integers (µs for times), as internal/algo computes them.
+-- Returns a string of space-separated integers (µs for times), as
+-- internal/algo computes them: "-1" when the receipt id was voided (nothing
+-- charged), "-2" when it was charged before (a retried request; nothing more
+-- charged), else allowed (1 or 0), then per limit: allowed, remaining,
+-- resetAfter, retryAfter; then, when the check was allowed, per limit the
+-- window charged. One string, because Redis turns a Lua table into a reply
+-- element by element, which cost more than the rest of the script's Lua.
 
-local now = clock(ARGV[1])
 local rk = KEYS[1]
 local rid = ARGV[2]
 local tracettl = tonumber(ARGV[3])
 local m = tonumber(ARGV[4])
-
--- refused returns the reply for a receipt id that already has a mark, or
--- nil: a void mark 'v<until µs>', the id was voided; a trace 't…' or a
--- refund mark 'r<until µs>', the id was charged already, by a request that a
--- client retried after losing the connection. Marks past their time (only a
--- test clock sees them) do not count.
-local function refused(mark)
-  if not mark then return nil end
-  local kind = string.sub(mark, 1, 1)
-  if kind == 't' then return {-2} end
-  if now >= tonumber(string.sub(mark, 2)) then return nil end
-  if kind == 'v' then return {-1} end
-  return {-2}
-end
+local fmod, fmt = math.fmod, string.format
+local L -- lib(), made only on the paths that need it
 
 -- One read of every limit's state: GET for one key, else MGET. A sliding
 -- log has two keys; MGET answers nil for the log itself (a sorted set) and
 -- the units for its total.
-local one = #KEYS == 2
+local multi = m > 1
 local st
-if one then st = redis.call('GET', KEYS[2]) else st = redis.call('MGET', unpack(KEYS, 2)) end
+if #KEYS == 2 then st = redis.call('GET', KEYS[2]) else st = redis.call('MGET', unpack(KEYS, 2)) end
 
--- First pass: every limit's verdict, changing nothing. The reply is filled
--- in place (its window slot holds where an allowed charge lands). nv holds
--- per limit what an allowed charge writes: the state, its lifetime in µs,
--- how its expiry is written ('k': kept, the state is of the window the key
--- was made for; 'a': gcraexpiry; false: the lifetime) and the window as
--- text. No table per limit, tables sized once for one limit: this is the hot
--- path of every check.
-local out, nv
-if m == 1 then
-  out, nv = {0, 0, 0, 0, 0, 0}, {false, 0, false, false}
-else
-  out, nv = {0}, {}
-end
+-- First pass: every limit's verdict, changing nothing. An allowed charge
+-- writes val, the state, for life µs, its expiry written as kind says ('k':
+-- kept, the state is of the window the key was made for; 'a': at the second
+-- after the GCRA TAT w, gcraexpiry; false: for life), and lands in window
+-- ws (text). With one limit they stay in these locals; with several, nv
+-- holds them per limit and parts each limit's part of the reply. This is
+-- the hot path of every check: no table for one limit, and common.lua's
+-- helpers inlined for GCRA and the windows (lib() is made only for the
+-- sliding log and products past 2^53).
+local nv, parts
+if multi then nv, parts = {}, {} end
 local ok = true
 local life = 0
 local ki = 2
+local allowed, rem, reset, retry, w, val, lf, kind, ws
 for i = 1, m do
-  local a = 4 + (i - 1) * 4
+  local a = 4 * i
   local alg, n, p, c = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local v = st
-  if not one then v = st[ki - 1] end
-  local allowed, rem, reset, retry, w, ends, val, kind, ws = 0, 0, 0, 0, 0, 0, false, false, false
+  if multi then v = st[ki - 1] end
+  local ends = 0
+  allowed, rem, reset, retry, w, val, kind, ws = 0, 0, 0, 0, 0, false, false, false
   if alg == 'g' then
-    local t = emission(n, p)
+    local t = p + n - 1
+    t = (t - fmod(t, n)) / n -- the emission interval, ceil(p/n)
     local tat0 = tonumber(v)
-    local base = math.max(tat0 or 0, now)
+    local base = now
+    if tat0 and tat0 > now then base = tat0 end
     local tat = base + c * t
     local tau = n * t
     if tat - now > tau then
-      rem, reset, retry = idiv(tau - (base - now), t), base - now, tat - tau - now
+      local x = tau - (base - now)
+      rem, reset, retry = (x - fmod(x, t)) / t, base - now, tat - tau - now
     else
-      allowed, rem, reset = 1, idiv(tau - (tat - now), t), tat - now
+      local x = tau - (tat - now)
+      allowed, rem, reset = 1, (x - fmod(x, t)) / t, tat - now
       w, ends = tat, tat
-      val = fmt(tat)
+      val = fmt('%d', tat)
       ws = val
       if servertime then
         kind = 'a'
-        if tat0 and gcraexpiry(tat0) == gcraexpiry(tat) then kind = 'k' end
+        if tat0 and tat0 - fmod(tat0, 1000000) == tat - fmod(tat, 1000000) then kind = 'k' end
       end
     end
   elseif alg == 'f' then
-    local start, count, same = fixedroll(v, p, now)
+    local start = now - fmod(now, p)
+    local count, same = 0, false
+    if v then
+      local s, k = string.match(v, '^(%-?%d+) (%-?%d+)')
+      if tonumber(s) == start then count, same = tonumber(k), true end
+    end
     local e = start + p - now
     reset = e
     if count + c > n then
       rem, retry = n - count, e
     else
       allowed, rem = 1, n - count - c
-      w, ends = start, start + p
-      ws = fmt(start)
-      val = ws .. ' ' .. fmt(count + c)
+      ends = start + p
+      ws = fmt('%d', start)
+      val = fmt('%d %d', start, count + c)
       if same then kind = 'k' end
     end
   elseif alg == 's' then
-    local start, cur, prev, same = slidingroll(v, p, now)
-    local est = estimate(start, cur, prev, p, now)
+    local start = now - fmod(now, p)
+    local cur, prev, same = 0, 0, false
+    if v then
+      local s, k, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
+      s = tonumber(s)
+      if s == start then
+        cur, prev, same = tonumber(k), tonumber(q), true
+      elseif s == start - p then
+        prev = tonumber(k)
+      end
+    end
+    -- The estimate cur + floor(prev*(p-e)/p), e the time elapsed in the
+    -- window; exact through muldiv when the product passes 2^53.
+    local est = cur
+    if prev > 0 then
+      local x = prev * (p - (now - start))
+      if x < TWO53 then
+        est = cur + (x - fmod(x, p)) / p
+      else
+        L = L or lib()
+        est = cur + L.muldiv(prev, p - (now - start), p)
+      end
+    end
     if est + c <= n then
-      allowed, rem, reset = 1, n - est - c, slidingreset(start, cur + c, prev, p, now)
-      w, ends = start, start + 2 * p
-      ws = fmt(start)
-      val = ws .. ' ' .. fmt(cur + c) .. ' ' .. fmt(prev)
+      allowed, rem = 1, n - est - c
+      if cur + c > 0 then reset = start + 2 * p - now elseif prev > 0 then reset = start + p - now end
+      ends = start + 2 * p
+      ws = fmt('%d', start)
+      val = fmt('%d %d %d', start, cur + c, prev)
       if same then kind = 'k' end
     else
+      L = L or lib()
       if cur + c > n then
-        local e = p + 1 - muldivceil(n - c + 1, p, cur)
+        local e = p + 1 - L.muldivceil(n - c + 1, p, cur)
         retry = start + p + e - now
       else
-        local e = p + 1 - muldivceil(n - c - cur + 1, p, prev)
+        local e = p + 1 - L.muldivceil(n - c - cur + 1, p, prev)
         retry = start + e - now
       end
-      rem, reset = math.max(0, n - est), slidingreset(start, cur, prev, p, now)
+      rem, reset = math.max(0, n - est), L.slidingreset(start, cur, prev, p)
     end
   else -- 'l'
+    L = L or lib()
     local key = KEYS[ki]
     ki = ki + 1
     local total = tonumber(st[ki - 1]) or 0
-    if total > 0 then total = total - logexpired(key, p, now) end
+    if total > 0 then total = total - L.logexpired(key, p) end
     if total + c <= n then
       allowed, rem, reset = 1, n - total - c, p
       w = now
-      local last = loglast(key)
+      local last = L.loglast(key)
       if last and last > now then w = last end -- a clock that stepped back
       ends = w + p
-      val = fmt(total + c)
-      ws = fmt(w)
+      val = fmt('%d', total + c)
+      ws = fmt('%d', w)
     else
       local freed, off = 0, 0
-      local lo = '(' .. fmt(now - p)
+      local lo = '(' .. fmt('%d', now - p)
       while retry == 0 do
         local page = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', off, 256)
         if #page == 0 then break end
         for j = 1, #page, 2 do
-          freed = freed + units(page[j])
+          freed = freed + L.units(page[j])
           if total - freed + c <= n then
             retry = tonumber(page[j + 1]) + p - now
             break
@@ -142,78 +165,98 @@ for i = 1, m do
         end
         off = off + 256
       end
-      local last = loglast(key)
+      local last = L.loglast(key)
       if last then reset = last + p - now end
       rem = n - total
     end
   end
   ki = ki + 1
-  local o = 1 + (i - 1) * 5
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, rem, reset, retry, w
+  lf = ends - now
   if allowed == 1 then
-    local j = 4 * i
-    nv[j - 3], nv[j - 2], nv[j - 1], nv[j] = val, ends - now, kind, ws
-    life = math.max(life, ends - now)
+    if lf > life then life = lf end
   else
     ok = false
   end
-end
-
-if not ok then
-  local r = refused(redis.call('GET', rk))
-  if r then return r end
-  for i = 1, m do out[1 + i * 5] = 0 end -- a denied check charges no window
-  return out
+  if multi then
+    parts[i] = fmt('%d %d %d %d', allowed, rem, reset, retry)
+    local j = 5 * i
+    nv[j - 4], nv[j - 3], nv[j - 2], nv[j - 1], nv[j] = val, lf, kind, ws, w
+  end
 end
 
 -- Claim the receipt id: record the trace (the windows charged) unless the
--- id has a mark already, in one command: SET NX GET.
-if tracettl > 0 then
-  local tr
-  if m == 1 then
-    tr = 't' .. nv[4]
+-- id has a mark already, in one command: SET NX GET. A denied check, or one
+-- without traces, only reads the mark. Lifetimes here and below are
+-- common.lua's ms, inlined: microseconds rounded up to a whole second, in
+-- milliseconds.
+local wins, mark, tr, ttl
+if ok then
+  if multi then
+    local t = {}
+    for i = 1, m do t[i] = nv[5 * i - 1] end
+    wins = table.concat(t, ' ')
   else
-    local wins = {}
-    for i = 1, m do wins[i] = nv[4 * i] end
-    tr = 't' .. table.concat(wins, ' ')
+    wins = ws
   end
-  local ttl = ms(math.min(tracettl, life))
-  local prev = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
-  if prev then
-    local r = refused(prev)
-    if r then return r end
-    redis.call('SET', rk, tr, 'PX', ttl) -- over a stale mark
-  end
+end
+if ok and tracettl > 0 then
+  tr = 't' .. wins
+  ttl = tracettl
+  if life < ttl then ttl = life end
+  ttl = ttl + slack + 999999
+  ttl = (ttl - fmod(ttl, 1000000)) / 1000
+  mark = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
 else
-  local r = refused(redis.call('GET', rk))
-  if r then return r end
+  mark = redis.call('GET', rk)
+end
+-- A mark refuses the check: a void mark 'v<until µs>', the id was voided; a
+-- trace 't…' or a refund mark 'r<until µs>', the id was charged already, by
+-- a request that a client retried after losing the connection. Marks past
+-- their time (only a test clock sees them) do not count.
+if mark then
+  local mk = string.sub(mark, 1, 1)
+  if mk == 't' then return '-2' end
+  if now < tonumber(string.sub(mark, 2)) then
+    if mk == 'v' then return '-1' end
+    return '-2'
+  end
+  if tr then redis.call('SET', rk, tr, 'PX', ttl) end -- over the stale mark
+end
+
+if not ok then
+  if multi then return '0 ' .. table.concat(parts, ' ') end
+  return fmt('0 %d %d %d %d', allowed, rem, reset, retry)
 end
 
 -- Second pass: apply every charge. The keys are distinct, so the verdicts of
 -- the first pass stand.
-out[1] = 1
 ki = 2
 for i = 1, m do
-  local j = 4 * i
-  local key, val, kind = KEYS[ki], nv[j - 3], nv[j - 1]
+  if multi then
+    local j = 5 * i
+    val, lf, kind, ws, w = nv[j - 4], nv[j - 3], nv[j - 2], nv[j - 1], nv[j]
+  end
+  local key = KEYS[ki]
   ki = ki + 1
-  if ARGV[4 + (i - 1) * 4 + 1] ~= 'l' then
+  local a = 4 * i
+  if ARGV[a + 1] ~= 'l' then
     if kind == 'k' then
       redis.call('SET', key, val, 'KEEPTTL')
     elseif kind == 'a' then
-      redis.call('SET', key, val, 'PXAT', gcraexpiry(out[1 + i * 5]))
+      redis.call('SET', key, val, 'PXAT', (w - fmod(w, 1000000)) / 1000 + 1000)
     else
-      redis.call('SET', key, val, 'PX', ms(nv[j - 2]))
+      local x = lf + slack + 999999
+      redis.call('SET', key, val, 'PX', (x - fmod(x, 1000000)) / 1000)
     end
   else
     local tkey = KEYS[ki]
     ki = ki + 1
-    local a = 4 + (i - 1) * 4
-    local ttl = ms(nv[j - 2])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - tonumber(ARGV[a + 3])))
-    redis.call('ZADD', key, nv[j], rid .. '.' .. fmt(i - 1) .. '.' .. ARGV[a + 4])
-    redis.call('SET', tkey, val, 'PX', ttl)
-    redis.call('PEXPIRE', key, ttl)
+    local x = L.ms(lf)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt('%d', now - tonumber(ARGV[a + 3])))
+    redis.call('ZADD', key, ws, rid .. '.' .. fmt('%d', i - 1) .. '.' .. ARGV[a + 4])
+    redis.call('SET', tkey, val, 'PX', x)
+    redis.call('PEXPIRE', key, x)
   end
 end
-return out
+if multi then return '1 ' .. table.concat(parts, ' ') .. ' ' .. wins end
+return fmt('1 %d %d %d %d ', allowed, rem, reset, retry) .. wins

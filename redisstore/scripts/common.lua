@@ -1,188 +1,200 @@
--- Shared by every script of redisstore (prepended to each one).
+-- Shared by every script of redisstore (prepended to each one): the clock,
+-- and lib(), which makes the shared helpers.
 --
 -- Lua numbers are doubles. Every value the scripts handle (counts up to 1e9,
 -- microsecond times and periods) stays below 2^53, where doubles are exact
 -- integers; the only products that can pass 2^53 go through muldiv, which is
 -- exact. Integers are written with string.format('%d'), never tostring, which
 -- would round them to 14 digits.
-
--- Redis 7 replicates a script's effects, not the script, so reading TIME
--- before writing is safe (SET … NX GET in charge.lua needs Redis 7 anyway).
+--
+-- Lua makes a closure for every `local function` each time a script runs
+-- (about 60 ns each on the server), so the helpers are made only by lib(),
+-- when a script needs them: the charge script's common paths (GCRA, fixed
+-- and sliding windows with products below 2^53) do without them.
 
 local TWO53 = 9007199254740992
 
--- idiv is Go's integer division: the quotient truncated toward zero.
-local function idiv(a, b)
-  return (a - math.fmod(a, b)) / b
-end
-
--- muldiv returns floor(a*b/c) and the remainder, exactly, for a, b >= 0 and
--- c > 0 below 2^53 whose quotient is below 2^53 (internal/mathx.MulDiv).
-local function muldiv(a, b, c)
-  local prod = a * b
-  if prod < TWO53 then
-    local r = math.fmod(prod, c)
-    return (prod - r) / c, r
-  end
-  -- a*b = qa*c*b + ra*b: long division of ra*b by c, one bit of b at a time,
-  -- keeping the remainder below c so that no step leaves exact integers.
-  local qa = idiv(a, c)
-  local ra = a - qa * c
-  local q, r = 0, 0
-  local bit = 4503599627370496 -- 2^52
-  local rest = b
-  while bit >= 1 do
-    q = q * 2
-    if r >= c - r then
-      r = r - (c - r)
-      q = q + 1
-    else
-      r = r * 2
-    end
-    if rest >= bit then
-      rest = rest - bit
-      if r >= c - ra then
-        r = r - (c - ra)
-        q = q + 1
-      else
-        r = r + ra
-      end
-    end
-    bit = bit / 2
-  end
-  return qa * b + q, r
-end
-
--- muldivceil returns ceil(a*b/c) under the conditions of muldiv.
-local function muldivceil(a, b, c)
-  local q, r = muldiv(a, b, c)
-  if r > 0 then q = q + 1 end
-  return q
-end
-
-local function fmt(x)
-  return string.format('%d', x)
-end
-
+-- now is the time in microseconds: the store's test clock when ARGV[1] is
+-- set, else the server's TIME. Redis 7 replicates a script's effects, not
+-- the script, so reading TIME before writing is safe.
+--
 -- slack is added to every key's lifetime. A test clock may run slower than
 -- the server's, so with one keys live an hour longer than the clock says they
--- must; the scripts never rely on a key having expired.
-local slack = 0
-
--- servertime is whether the script runs on the server's clock, whose times
--- can be expiries (PXAT); a test clock's cannot.
-local servertime = true
-
--- clock returns the time in microseconds: the store's test clock when arg is
--- set, else the server's TIME.
-local function clock(arg)
-  if arg ~= '' then
-    slack = 3600000000
-    servertime = false
-    return tonumber(arg)
-  end
+-- must; the scripts never rely on a key having expired. servertime is
+-- whether times are the server's, which can be expiries (PXAT); a test
+-- clock's cannot.
+local now, slack, servertime
+if ARGV[1] == '' then
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now, slack, servertime = t[1] * 1000000 + t[2], 0, true
+else
+  now, slack, servertime = tonumber(ARGV[1]), 3600000000, false
 end
 
--- ms converts a lifetime in microseconds to milliseconds for PX, rounded up
--- to a whole second: a key outlives its state by less than a second, and a
--- hot key of a fast limit (a GCRA TAT a few µs ahead) is updated in place
--- instead of expiring and being created again on every check.
-local function ms(us)
-  us = us + slack
-  return idiv(us + 999999, 1000000) * 1000
-end
+local function lib()
+  local fmod = math.fmod
 
--- nums parses a state string of space-separated integers.
-local function nums(v)
-  local out = {}
-  for x in string.gmatch(v, '%-?%d+') do out[#out + 1] = tonumber(x) end
-  return out
-end
-
-local function windowstart(now, p)
-  return now - math.fmod(now, p)
-end
-
--- fixedroll returns a fixed window's state as seen at now (algo.Fixed.Roll),
--- and whether the stored state is of that window.
-local function fixedroll(v, p, now)
-  local w = windowstart(now, p)
-  if v then
-    local s, c = string.match(v, '^(%-?%d+) (%-?%d+)')
-    if tonumber(s) == w then return w, tonumber(c), true end
+  -- idiv is Go's integer division: the quotient truncated toward zero.
+  local function idiv(a, b)
+    return (a - fmod(a, b)) / b
   end
-  return w, 0, false
-end
 
--- slidingroll returns a sliding window's start, current and previous counts
--- as seen at now (algo.Sliding.Roll), and whether the stored state is of
--- that window.
-local function slidingroll(v, p, now)
-  local w = windowstart(now, p)
-  if v then
-    local s, c, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
-    s = tonumber(s)
-    if s == w then return w, tonumber(c), tonumber(q), true end
-    if s == w - p then return w, 0, tonumber(c), false end
+  -- muldiv returns floor(a*b/c) and the remainder, exactly, for a, b >= 0 and
+  -- c > 0 below 2^53 whose quotient is below 2^53 (internal/mathx.MulDiv).
+  local function muldiv(a, b, c)
+    local prod = a * b
+    if prod < TWO53 then
+      local r = fmod(prod, c)
+      return (prod - r) / c, r
+    end
+    -- a*b = qa*c*b + ra*b: long division of ra*b by c, one bit of b at a time,
+    -- keeping the remainder below c so that no step leaves exact integers.
+    local qa = idiv(a, c)
+    local ra = a - qa * c
+    local q, r = 0, 0
+    local bit = 4503599627370496 -- 2^52
+    local rest = b
+    while bit >= 1 do
+      q = q * 2
+      if r >= c - r then
+        r = r - (c - r)
+        q = q + 1
+      else
+        r = r * 2
+      end
+      if rest >= bit then
+        rest = rest - bit
+        if r >= c - ra then
+          r = r - (c - ra)
+          q = q + 1
+        else
+          r = r + ra
+        end
+      end
+      bit = bit / 2
+    end
+    return qa * b + q, r
   end
-  return w, 0, 0, false
-end
 
--- estimate is cur + floor(prev*(p-e)/p), e the time elapsed in the window.
-local function estimate(start, cur, prev, p, now)
-  if prev == 0 then return cur end
-  local q = muldiv(prev, p - (now - start), p)
-  return cur + q
-end
-
-local function slidingreset(start, cur, prev, p, now)
-  if cur > 0 then return start + 2 * p - now end
-  if prev > 0 then return start + p - now end
-  return 0
-end
-
--- units returns the units of a sliding-log member "<receipt>.<charge>.<units>".
-local function units(member)
-  return tonumber(string.match(member, '%.(%d+)$'))
-end
-
--- logprune returns the units of the log's entries at or before now-p: those
--- that have left the window.
-local function logexpired(key, p, now)
-  local gone = 0
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now - p))) do
-    gone = gone + units(m)
+  -- muldivceil returns ceil(a*b/c) under the conditions of muldiv.
+  local function muldivceil(a, b, c)
+    local q, r = muldiv(a, b, c)
+    if r > 0 then q = q + 1 end
+    return q
   end
-  return gone
-end
 
--- loglast returns the time of the log's newest entry, or nil.
-local function loglast(key)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if #last == 0 then return nil end
-  return tonumber(last[2])
-end
-
-local function emission(n, p)
-  return idiv(p + n - 1, n)
-end
-
--- gcraexpiry is the expiry (PXAT, ms on the server's clock) of a GCRA key
--- holding tat: the whole second after the TAT. A charge that leaves the TAT
--- in the same second keeps the key's expiry (SET KEEPTTL, cheaper than
--- setting one), so a hot key's expiry is written about once a second.
-local function gcraexpiry(tat)
-  return (idiv(tat, 1000000) + 1) * 1000
-end
-
--- gcraset writes a GCRA key's TAT. On the server's clock its expiry is
--- gcraexpiry(tat) (every write keeps that true, so a charge may keep it);
--- a test clock's times are not the server's, so there it lives ms(tat-now).
-local function gcraset(key, tat, now)
-  if servertime then
-    return redis.call('SET', key, fmt(tat), 'PXAT', gcraexpiry(tat))
+  local function fmt(x)
+    return string.format('%d', x)
   end
-  return redis.call('SET', key, fmt(tat), 'PX', ms(tat - now))
+
+  -- ms converts a lifetime in microseconds to milliseconds for PX, rounded
+  -- up to a whole second: a key outlives its state by less than a second,
+  -- and a hot key of a fast limit (a GCRA TAT a few µs ahead) is updated in
+  -- place instead of expiring and being created again on every check.
+  local function ms(us)
+    us = us + slack
+    return idiv(us + 999999, 1000000) * 1000
+  end
+
+  -- nums parses a state string of space-separated integers.
+  local function nums(v)
+    local out = {}
+    for x in string.gmatch(v, '%-?%d+') do out[#out + 1] = tonumber(x) end
+    return out
+  end
+
+  local function windowstart(p)
+    return now - fmod(now, p)
+  end
+
+  -- fixedroll returns a fixed window's state as seen at now
+  -- (algo.Fixed.Roll), and whether the stored state is of that window.
+  local function fixedroll(v, p)
+    local w = windowstart(p)
+    if v then
+      local s, c = string.match(v, '^(%-?%d+) (%-?%d+)')
+      if tonumber(s) == w then return w, tonumber(c), true end
+    end
+    return w, 0, false
+  end
+
+  -- slidingroll returns a sliding window's start, current and previous
+  -- counts as seen at now (algo.Sliding.Roll), and whether the stored state
+  -- is of that window.
+  local function slidingroll(v, p)
+    local w = windowstart(p)
+    if v then
+      local s, c, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
+      s = tonumber(s)
+      if s == w then return w, tonumber(c), tonumber(q), true end
+      if s == w - p then return w, 0, tonumber(c), false end
+    end
+    return w, 0, 0, false
+  end
+
+  -- estimate is cur + floor(prev*(p-e)/p), e the time elapsed in the window.
+  local function estimate(start, cur, prev, p)
+    if prev == 0 then return cur end
+    local q = muldiv(prev, p - (now - start), p)
+    return cur + q
+  end
+
+  local function slidingreset(start, cur, prev, p)
+    if cur > 0 then return start + 2 * p - now end
+    if prev > 0 then return start + p - now end
+    return 0
+  end
+
+  -- units returns the units of a sliding-log member
+  -- "<receipt>.<charge>.<units>".
+  local function units(member)
+    return tonumber(string.match(member, '%.(%d+)$'))
+  end
+
+  -- logexpired returns the units of the log's entries at or before now-p:
+  -- those that have left the window.
+  local function logexpired(key, p)
+    local gone = 0
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now - p))) do
+      gone = gone + units(m)
+    end
+    return gone
+  end
+
+  -- loglast returns the time of the log's newest entry, or nil.
+  local function loglast(key)
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if #last == 0 then return nil end
+    return tonumber(last[2])
+  end
+
+  local function emission(n, p)
+    return idiv(p + n - 1, n)
+  end
+
+  -- gcraexpiry is the expiry (PXAT, ms on the server's clock) of a GCRA key
+  -- holding tat: the whole second after the TAT. A charge that leaves the
+  -- TAT in the same second keeps the key's expiry (SET KEEPTTL, cheaper than
+  -- setting one), so a hot key's expiry is written about once a second.
+  local function gcraexpiry(tat)
+    return (idiv(tat, 1000000) + 1) * 1000
+  end
+
+  -- gcraset writes a GCRA key's TAT. On the server's clock its expiry is
+  -- gcraexpiry(tat) (every write keeps that true, so a charge may keep it);
+  -- a test clock's times are not the server's, so there it lives ms(tat-now).
+  local function gcraset(key, tat)
+    if servertime then
+      return redis.call('SET', key, fmt(tat), 'PXAT', gcraexpiry(tat))
+    end
+    return redis.call('SET', key, fmt(tat), 'PX', ms(tat - now))
+  end
+
+  return {
+    idiv = idiv, muldiv = muldiv, muldivceil = muldivceil, fmt = fmt, ms = ms,
+    nums = nums, windowstart = windowstart, fixedroll = fixedroll,
+    slidingroll = slidingroll, estimate = estimate, slidingreset = slidingreset,
+    units = units, logexpired = logexpired, loglast = loglast,
+    emission = emission, gcraexpiry = gcraexpiry, gcraset = gcraset,
+  }
 end

@@ -7,7 +7,9 @@
 --
 -- Returns per limit: used, remaining, resetAfter (µs).
 
-local now = clock(ARGV[1])
+local L = lib()
+local idiv, fixedroll, slidingroll, estimate, slidingreset = L.idiv, L.fixedroll, L.slidingroll, L.estimate, L.slidingreset
+local emission, logexpired, loglast = L.emission, L.logexpired, L.loglast
 local m = tonumber(ARGV[2])
 local out = {}
 local ki = 1
@@ -18,13 +20,13 @@ for i = 1, m do
   ki = ki + 1
   local used, rem, reset = 0, 0, 0
   if alg == 'f' then
-    local start, count = fixedroll(redis.call('GET', key), p, now)
+    local start, count = fixedroll(redis.call('GET', key), p)
     if count > 0 then used, reset = count, start + p - now end
     rem = n - used
   elseif alg == 's' then
-    local start, cur, prev = slidingroll(redis.call('GET', key), p, now)
-    used = estimate(start, cur, prev, p, now)
-    reset = slidingreset(start, cur, prev, p, now)
+    local start, cur, prev = slidingroll(redis.call('GET', key), p)
+    used = estimate(start, cur, prev, p)
+    reset = slidingreset(start, cur, prev, p)
     rem = math.max(0, n - used)
   elseif alg == 'g' then
     local t = emission(n, p)
@@ -39,7 +41,7 @@ for i = 1, m do
     ki = ki + 1
     local total = tonumber(redis.call('GET', tkey)) or 0
     if total > 0 then
-      total = total - logexpired(key, p, now)
+      total = total - logexpired(key, p)
       local last = loglast(key)
       if total > 0 and last then reset = last + p - now end
     end

@@ -19,7 +19,9 @@
 
 local RESTORED, ENDED, ALREADY, DECLINED, NOTCHARGED = 1, 2, 3, 4, 5
 
-local now = clock(ARGV[1])
+local L = lib()
+local idiv, fmt, ms, nums, windowstart, fixedroll, slidingroll = L.idiv, L.fmt, L.ms, L.nums, L.windowstart, L.fixedroll, L.slidingroll
+local logexpired, emission, gcraset = L.logexpired, L.emission, L.gcraset
 local rk = KEYS[1]
 local rid = ARGV[2]
 local uncertain = ARGV[3] == '1'
@@ -78,13 +80,13 @@ local function refundone(i, C)
     local v = redis.call('GET', C.key)
     if not v then return ENDED, 0 end
     if C.alg == 'f' then
-      local start, count = fixedroll(v, p, now)
+      local start, count = fixedroll(v, p)
       if window ~= start then return ENDED, 0 end
       local r = math.min(a, count)
       redis.call('SET', C.key, fmt(start) .. ' ' .. fmt(count - r), 'KEEPTTL')
       return RESTORED, r
     end
-    local start, cur, prev = slidingroll(v, p, now)
+    local start, cur, prev = slidingroll(v, p)
     local r
     if window == start then
       r = math.min(a, cur)
@@ -106,14 +108,14 @@ local function refundone(i, C)
     if tat == now then
       redis.call('DEL', C.key)
     else
-      gcraset(C.key, tat, now)
+      gcraset(C.key, tat)
     end
     return RESTORED, math.min(back, a)
   end
   -- sliding log
   local total = tonumber(redis.call('GET', C.tkey))
   if not total then return ENDED, 0 end
-  local gone = logexpired(C.key, p, now)
+  local gone = logexpired(C.key, p)
   if gone > 0 then
     redis.call('ZREMRANGEBYSCORE', C.key, '-inf', fmt(now - p))
     total = total - gone
@@ -141,7 +143,7 @@ for r = 1, g do
     key = KEYS[gk]
     gk = gk + 1
     local v = redis.call('GET', key)
-    start, count = windowstart(now, gp), 0
+    start, count = windowstart(gp), 0
     if v then
       local s = nums(v)
       if s[1] == gn and s[2] == gp and s[3] == start then count = s[4] end

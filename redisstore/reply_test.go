@@ -1,0 +1,63 @@
+package redisstore
+
+import (
+	"testing"
+	"time"
+
+	"github.com/allowancehq/allowance"
+)
+
+func TestParseCharge(t *testing.T) {
+	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: []allowance.Rule{{Name: "r", Limits: allowance.Limits{{Count: 5, Period: time.Second}, {Count: 9, Period: time.Minute}}}}}
+	cases := []struct {
+		name, reply string
+		code        int64
+		allowed     bool
+		windows     []int64
+		bad         bool
+	}{
+		{name: "allowed", reply: "1 1 4 200 0 1 8 300 0 1000 2000", allowed: true, windows: []int64{1000, 2000}},
+		{name: "denied", reply: "0 0 0 200 7 1 8 300 0", windows: []int64{0, 0}},
+		{name: "voided", reply: "-1", code: replyVoided},
+		{name: "charged before", reply: "-2", code: replyCharged},
+		{name: "allowed without windows", reply: "1 1 4 200 0 1 8 300 0", bad: true},
+		{name: "denied with windows", reply: "0 0 0 200 7 1 8 300 0 1000 2000", bad: true},
+		{name: "short", reply: "0 0 0 200 7", bad: true},
+		{name: "not a number", reply: "1 1 4 x 0 1 8 300 0 1000 2000", bad: true},
+		{name: "empty", reply: "", bad: true},
+		{name: "code with more", reply: "-1 4", bad: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var d allowance.Decision
+			d.Reset(req)
+			code, err := parseCharge(tc.reply, 2, &d)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("parseCharge(%q) = %d, nil; want an error", tc.reply, code)
+				}
+				return
+			}
+			if err != nil || code != tc.code {
+				t.Fatalf("parseCharge(%q) = %d, %v; want %d, nil", tc.reply, code, err, tc.code)
+			}
+			if code != 0 {
+				return
+			}
+			if d.Allowed != tc.allowed {
+				t.Errorf("allowed %v, want %v", d.Allowed, tc.allowed)
+			}
+			st := d.States()
+			if len(st) != 2 || st[0].Remaining != 0 && !tc.allowed || st[1].ResetAfter != 300*time.Microsecond {
+				t.Errorf("states %+v", st)
+			}
+			if tc.allowed {
+				for i, c := range d.Receipt.Charges() {
+					if c.Window != tc.windows[i] {
+						t.Errorf("charge %d window %d, want %d", i, c.Window, tc.windows[i])
+					}
+				}
+			}
+		})
+	}
+}
