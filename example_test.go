@@ -55,6 +55,38 @@ func ExampleLimiter_Refund() {
 	// used: 0 remaining: 5
 }
 
+// A server that keeps per-request state fills a Decision and a refund result
+// in it, so that neither is copied nor allocated per request.
+func ExampleLimiter_CheckInto() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	lim, _ := allowance.NewLimiter(store, allowance.Rule{Name: "create-task", Limits: allowance.Limits{{Count: 5, Period: time.Minute}}})
+
+	type requestState struct {
+		decision allowance.Decision
+		refund   allowance.RefundResult
+	}
+	st := new(requestState) // in a server: pooled, or part of the request's state
+	for _, conflict := range []bool{true, false} {
+		if err := lim.CheckInto(ctx, "alice", &st.decision); err != nil || !st.decision.Allowed {
+			continue
+		}
+		if conflict { // 409: give the attempt back
+			_ = lim.RefundInto(ctx, &st.decision.Receipt, &st.refund)
+			fmt.Println("refund:", st.refund.Outcome())
+		}
+		fmt.Println("remaining after the check:", st.decision.Remaining)
+	}
+	u, _ := lim.Peek(ctx, "alice")
+	fmt.Println("used:", u[0].Used)
+	// Output:
+	// refund: restored
+	// remaining after the check: 4
+	// remaining after the check: 4
+	// used: 1
+}
+
 // A receipt encodes to bytes, so a task can carry it and another process can
 // refund it later.
 func ExampleReceipt_MarshalBinary() {
