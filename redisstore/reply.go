@@ -42,55 +42,59 @@ func (r *ints) next() (int64, bool) {
 }
 
 // parseCharge fills d from the charge script's reply for m limits (see
-// charge.lua): "<allowed> <per limit: allowed remaining resetAfter
-// retryAfter> [<per limit: window>, when allowed]", or one of the codes
-// replyVoided and replyCharged, which it returns with d untouched.
+// charge.lua): "1 <per limit: remaining resetAfter> <per limit: window>"
+// for an allowed check, "0 <per limit: allowed remaining resetAfter
+// retryAfter>" for a denied one, or one of the codes replyVoided and
+// replyCharged, which it returns with d untouched.
 func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err error) {
 	r := ints{s: reply}
 	allowed, ok := r.next()
 	if !ok {
 		return 0, fmt.Errorf("script returned %q; expected integers", reply)
 	}
-	if allowed == replyVoided || allowed == replyCharged {
+	switch allowed {
+	case replyVoided, replyCharged:
 		if r.s != "" {
 			return 0, fmt.Errorf("script returned %q; expected one value with code %d", reply, allowed)
 		}
 		return allowed, nil
-	}
-	// The windows follow the per-limit verdicts when the check was allowed.
-	want := 1 + 4*m
-	w := r
-	if allowed == 1 {
-		want += m
-		for i := 0; i < 4*m; i++ {
+	case 1:
+		// The windows follow every limit's remaining and resetAfter.
+		w := r
+		for i := 0; i < 2*m; i++ {
 			if _, ok := w.next(); !ok {
 				break
 			}
 		}
-	}
-	for i := 0; i < m; i++ {
-		a, ok1 := r.next()
-		rem, ok2 := r.next()
-		reset, ok3 := r.next()
-		retry, ok4 := r.next()
-		var window int64
-		ok5 := true
-		if allowed == 1 {
-			window, ok5 = w.next()
+		for i := 0; i < m; i++ {
+			rem, ok1 := r.next()
+			reset, ok2 := r.next()
+			window, ok3 := w.next()
+			if !(ok1 && ok2 && ok3) {
+				return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+3*m)
+			}
+			d.SetLimit(i, true, rem, micros(reset), 0, window)
 		}
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) {
-			return 0, fmt.Errorf("script returned %q; expected %d integers", reply, want)
+		if strings.TrimLeft(w.s, " ") != "" {
+			return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+3*m)
 		}
-		d.SetLimit(i, a == 1, rem, micros(reset), micros(retry), window)
-	}
-	if allowed == 1 {
-		r = w
-	}
-	if strings.TrimLeft(r.s, " ") != "" {
-		return 0, fmt.Errorf("script returned %q; expected %d integers", reply, want)
-	}
-	if allowed == 1 {
 		d.Allow()
+		return 0, nil
+	case 0:
+		for i := 0; i < m; i++ {
+			a, ok1 := r.next()
+			rem, ok2 := r.next()
+			reset, ok3 := r.next()
+			retry, ok4 := r.next()
+			if !(ok1 && ok2 && ok3 && ok4) {
+				return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+4*m)
+			}
+			d.SetLimit(i, a == 1, rem, micros(reset), micros(retry), 0)
+		}
+		if strings.TrimLeft(r.s, " ") != "" {
+			return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+4*m)
+		}
+		return 0, nil
 	}
-	return 0, nil
+	return 0, fmt.Errorf("script returned %q; expected 1, 0 or a code first", reply)
 }

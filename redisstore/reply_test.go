@@ -16,14 +16,16 @@ func TestParseCharge(t *testing.T) {
 		windows     []int64
 		bad         bool
 	}{
-		{name: "allowed", reply: "1 1 4 200 0 1 8 300 0 1000 2000", allowed: true, windows: []int64{1000, 2000}},
+		{name: "allowed", reply: "1 4 200 8 300 1000 2000", allowed: true, windows: []int64{1000, 2000}},
 		{name: "denied", reply: "0 0 0 200 7 1 8 300 0", windows: []int64{0, 0}},
 		{name: "voided", reply: "-1", code: replyVoided},
 		{name: "charged before", reply: "-2", code: replyCharged},
-		{name: "allowed without windows", reply: "1 1 4 200 0 1 8 300 0", bad: true},
+		{name: "allowed without windows", reply: "1 4 200 8 300", bad: true},
+		{name: "allowed with more", reply: "1 4 200 8 300 1000 2000 3000", bad: true},
 		{name: "denied with windows", reply: "0 0 0 200 7 1 8 300 0 1000 2000", bad: true},
 		{name: "short", reply: "0 0 0 200 7", bad: true},
-		{name: "not a number", reply: "1 1 4 x 0 1 8 300 0 1000 2000", bad: true},
+		{name: "not a number", reply: "1 4 x 8 300 1000 2000", bad: true},
+		{name: "unknown first", reply: "2 4 200 8 300 1000 2000", bad: true},
 		{name: "empty", reply: "", bad: true},
 		{name: "code with more", reply: "-1 4", bad: true},
 	}
