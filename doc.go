@@ -14,6 +14,10 @@
 // arrival, and the handler refunds the receipt before it writes the 409, so
 // the user loses no attempt.
 //
+// [Limiter.Check] and [Limiter.Refund] return their results by value;
+// [Limiter.CheckInto] and [Limiter.RefundInto] fill a caller's, so that a
+// server that keeps them in a request's state neither copies nor allocates.
+//
 // Stores: package memstore keeps usage in process, package redisstore in Redis
 // or a Redis Cluster. Package httplimit is net/http middleware built on this
 // package.
