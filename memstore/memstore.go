@@ -334,7 +334,13 @@ func (s *Store) locate(identity string) (*shard, uint64) {
 // zero) and the shard's reading of the clock for now.
 func (sh *shard) admit(rid allowance.ReceiptID, now int64) (allowance.ReceiptID, int64, bool) {
 	if rid.IsZero() {
-		return sh.newID(), sh.clock(now), true
+		// Skip an id voided before it was chosen: a caller can void any id,
+		// and the store's are easy to guess.
+		rid = sh.newID()
+		for sh.voided.len() > 0 && sh.voided.has(rid, now) {
+			rid = sh.newID()
+		}
+		return rid, sh.clock(now), true
 	}
 	if sh.voided.len() > 0 && sh.voided.has(rid, now) {
 		return rid, now, false

@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -164,5 +165,38 @@ func TestRefundResultsAreTheirOwn(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestVoidedIDNotChosen: an id the store would choose next, voided first by
+// a caller (the store's ids are easy to guess), is skipped: the next charge
+// gets another id and its refund restores it.
+func TestVoidedIDNotChosen(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New(memstore.WithSweepInterval(0))
+	defer s.Close()
+	lim, err := allowance.NewLimiter(s, rule(allowance.FixedWindow, "10/minute"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := lim.Check(ctx, "alice")
+	if err != nil || !d.Allowed {
+		t.Fatal(d.Allowed, err)
+	}
+	next := d.Receipt.ID
+	binary.BigEndian.PutUint64(next[8:], binary.BigEndian.Uint64(next[8:])+1)
+	void := allowance.UncertainReceipt(allowance.Request{ID: next, Identity: "alice", Rules: lim.Rules()})
+	if res, err := lim.Refund(ctx, &void); err != nil || res.Outcome() != allowance.NotCharged {
+		t.Fatalf("voiding %s: %v, %v; want not_charged", next, res.Outcome(), err)
+	}
+	d, err = lim.Check(ctx, "alice")
+	if err != nil || !d.Allowed || d.Receipt.ID == next {
+		t.Fatalf("check after the void: allowed %v, id %s, err %v; want allowed with another id than %s", d.Allowed, d.Receipt.ID, err, next)
+	}
+	if res, err := lim.Refund(ctx, &d.Receipt); err != nil || res.Outcome() != allowance.Restored {
+		t.Fatalf("refund: %v, %v; want restored", res.Outcome(), err)
+	}
+	if u, _ := lim.Peek(ctx, "alice"); u[0].Used != 1 {
+		t.Fatalf("used %d after one kept charge and one refunded; want 1", u[0].Used)
 	}
 }
