@@ -239,7 +239,12 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	code, err := parseCharge(reply, m, d)
 	switch {
 	case err != nil:
-		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
+		// The script ran, and may have charged: the reply cannot say.
+		// The uncertain receipt voids the charge, or refunds it through
+		// its trace.
+		d.Reset(req)
+		d.Receipt = allowance.UncertainReceipt(req)
+		return fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
 	case code == replyVoided:
 		return fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
 	case code == replyCharged:

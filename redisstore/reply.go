@@ -14,25 +14,33 @@ const (
 	replyCharged = -2 // the id was charged before: a retried request
 )
 
-// ints reads the space-separated integers of a script's text reply, one at a
-// time, without allocating.
+// ints reads the integers of a script's text reply, one at a time, without
+// allocating. The reply is strict: integers in decimal, a minus sign the only
+// sign, one space between two and none before the first or after the last.
 type ints struct {
 	s string
 	n int // integers read
 }
 
 // next returns the next integer, or false at the end of the reply or at
-// something that is not an integer.
+// something that is not an integer where one should be.
 func (r *ints) next() (int64, bool) {
-	s := strings.TrimLeft(r.s, " ")
-	if s == "" {
-		return 0, false
+	s := r.s
+	if r.n > 0 {
+		if len(s) < 2 || s[0] != ' ' {
+			return 0, false
+		}
+		s = s[1:]
 	}
 	end := strings.IndexByte(s, ' ')
 	if end < 0 {
 		end = len(s)
 	}
-	v, err := strconv.ParseInt(s[:end], 10, 64)
+	tok := s[:end]
+	if tok == "" || tok[0] == '+' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(tok, 10, 64)
 	if err != nil {
 		return 0, false
 	}
@@ -73,14 +81,18 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 			if !(ok1 && ok2 && ok3) {
 				return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+3*m)
 			}
+			if reset < 0 || window < 0 {
+				return 0, fmt.Errorf("script returned %q; expected no negative reset or window", reply)
+			}
 			d.SetLimit(i, true, rem, micros(reset), 0, window)
 		}
-		if strings.TrimLeft(w.s, " ") != "" {
+		if w.s != "" {
 			return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+3*m)
 		}
 		d.Allow()
 		return 0, nil
 	case 0:
+		denied := false
 		for i := 0; i < m; i++ {
 			a, ok1 := r.next()
 			rem, ok2 := r.next()
@@ -89,10 +101,17 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 			if !(ok1 && ok2 && ok3 && ok4) {
 				return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+4*m)
 			}
+			if a != 0 && a != 1 || reset < 0 || retry < 0 {
+				return 0, fmt.Errorf("script returned %q; expected per limit a flag of 0 or 1 and no negative times", reply)
+			}
+			denied = denied || a == 0
 			d.SetLimit(i, a == 1, rem, micros(reset), micros(retry), 0)
 		}
-		if strings.TrimLeft(r.s, " ") != "" {
+		if r.s != "" {
 			return 0, fmt.Errorf("script returned %q; expected %d integers", reply, 1+4*m)
+		}
+		if !denied {
+			return 0, fmt.Errorf("script returned %q; expected a denial to name a limit that denied", reply)
 		}
 		return 0, nil
 	}
