@@ -16,7 +16,8 @@
 //
 // [Limiter.Check] and [Limiter.Refund] return their results by value;
 // [Limiter.CheckInto] and [Limiter.RefundInto] fill a caller's, so that a
-// server that keeps them in a request's state neither copies nor allocates.
+// server that keeps them in a request's state copies nothing (and, over
+// memstore, allocates nothing).
 //
 // Stores: package memstore keeps usage in process, package redisstore in Redis
 // or a Redis Cluster. Package httplimit is net/http middleware built on this

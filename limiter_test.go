@@ -70,11 +70,14 @@ func TestLimiterUncertain(t *testing.T) {
 		t.Fatalf("Refund error %v; want the store's error with the receipt id", err)
 	}
 
-	// Any other store error leaves no receipt.
+	// Any other store error leaves no receipt and no limit states.
 	store.err = errors.New("connection refused")
 	d, err = lim.Check(ctx, "alice")
-	if err == nil || d.Receipt.Len() != 0 || d.Receipt.Uncertain() {
-		t.Fatalf("Check = %v with %d charges, want an error and no receipt", err, d.Receipt.Len())
+	if err == nil || d.Receipt.Len() != 0 || d.Receipt.Uncertain() || d.Len() != 0 || d.MostRestrictive() != -1 {
+		t.Fatalf("Check = %v with %d charges, %d states, most restrictive %d; want an error, nothing and -1", err, d.Receipt.Len(), d.Len(), d.MostRestrictive())
+	}
+	if d, err := lim.Check(ctx, ""); !errors.Is(err, allowance.ErrNoIdentity) || d.Len() != 0 || d.MostRestrictive() != -1 {
+		t.Fatalf("Check of no identity = %v, %d states, most restrictive %d; want ErrNoIdentity, none, -1", err, d.Len(), d.MostRestrictive())
 	}
 	if _, err := lim.Peek(ctx, "alice"); err == nil || !strings.HasPrefix(err.Error(), "peek: ") {
 		t.Fatalf("Peek error %v", err)

@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-// ReceiptID identifies one charge: 128 random bits.
+// ReceiptID identifies one charge, unique among the charges of a store: 128
+// random bits from NewReceiptID, or an id the store chose (memstore counts
+// them). Ids are unique, not secret: a refund needs the whole receipt.
 type ReceiptID [16]byte
 
 // NewReceiptID returns a random ReceiptID. It does not allocate.

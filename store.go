@@ -125,7 +125,7 @@ type Decision struct {
 	Allowed bool
 
 	// Unexported fields packed beside Allowed, in what would be padding.
-	most   int8  // index of the most restrictive limit, -1 before any
+	most   uint8 // index of the most restrictive limit plus one, 0 before any
 	n      uint8 // number of limit states (at most MaxRules*MaxLimitsPerRule)
 	denied uint8 // bit i: the i-th inline state did not allow
 
@@ -152,7 +152,6 @@ type Decision struct {
 // held beyond its inline states, so copies made of d before stay intact.
 func (d *Decision) Reset(req Request) {
 	*d = Decision{}
-	d.most = -1
 	d.Receipt.ID = req.ID
 	d.Receipt.Identity = req.Identity
 	d.Receipt.rules = req.Rules
@@ -186,8 +185,8 @@ func (d *Decision) SetLimit(i int, allowed bool, remaining int64, resetAfter, re
 		d.n = uint8(i + 1)
 	}
 	d.Receipt.setWindow(i, window)
-	if d.most < 0 || moreRestrictive(allowed, s, d.allowed(int(d.most)), d.state(int(d.most))) {
-		d.most = int8(i)
+	if d.most == 0 || moreRestrictive(allowed, s, d.allowed(int(d.most)-1), d.state(int(d.most)-1)) {
+		d.most = uint8(i + 1)
 		d.Remaining, d.ResetAfter, d.RetryAfter = s.remaining, s.resetAfter, s.retryAfter
 	}
 }
@@ -248,7 +247,7 @@ func (d *Decision) States() []LimitState {
 
 // MostRestrictive returns the index of the limit that Remaining, ResetAfter
 // and RetryAfter describe, or -1 when the Decision has no limits.
-func (d *Decision) MostRestrictive() int { return int(d.most) }
+func (d *Decision) MostRestrictive() int { return int(d.most) - 1 }
 
 // Outcome is what a refund did to one charge.
 type Outcome uint8
@@ -290,7 +289,10 @@ type ChargeOutcome struct {
 	Restored int64
 }
 
-// RefundResult reports what a refund did, charge by charge.
+// RefundResult reports what a refund did, charge by charge. Unlike a
+// Decision, a copy shares its Charges with the original: a later RefundInto
+// (or Store.Refund) into the original overwrites what the copy shows. Copy
+// Charges to keep them.
 type RefundResult struct {
 	ReceiptID ReceiptID
 	Charges   []ChargeOutcome

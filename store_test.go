@@ -24,6 +24,23 @@ func TestDecisionMostRestrictive(t *testing.T) {
 		{"longest retry", []lim{{false, 0, time.Hour, time.Second}, {false, 0, time.Second, time.Minute}, {true, 5, 0, 0}}, 1},
 		{"beyond the inline states", []lim{{true, 5, 0, 0}, {true, 5, 0, 0}, {true, 5, 0, 0}, {true, 5, 0, 0}, {true, 4, 0, 0}, {false, 0, 0, time.Millisecond}, {false, 0, 0, time.Second}}, 6},
 	}
+	t.Run("none", func(t *testing.T) {
+		var d Decision
+		if d.MostRestrictive() != -1 || d.Len() != 0 {
+			t.Fatalf("zero decision: most restrictive %d, len %d; want -1, 0", d.MostRestrictive(), d.Len())
+		}
+	})
+	t.Run("the most limits a check may have", func(t *testing.T) {
+		const n = MaxRules * MaxLimitsPerRule
+		var d Decision
+		d.Reset(Request{})
+		for i := 0; i < n; i++ {
+			d.SetLimit(i, true, int64(n-i), time.Second, 0, 0)
+		}
+		if d.MostRestrictive() != n-1 || d.Len() != n || d.Remaining != 1 {
+			t.Fatalf("most restrictive %d of %d, remaining %d; want the last, %d, 1", d.MostRestrictive(), d.Len(), d.Remaining, n-1)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var ls Limits
