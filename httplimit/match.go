@@ -61,10 +61,24 @@ type matchEntry struct {
 // slot only cost each other ServeMux lookups.
 func (c *matchCache) slot(r *http.Request) *atomic.Pointer[matchEntry] {
 	h := maphash.String(c.seed, r.URL.Path)
-	// The multiplications carry the low bits of ends up to the top bits, which
-	// pick the slot.
-	h ^= ends(r.Method)*0x9e3779b97f4a7c15 ^ ends(r.Host)*0xc2b2ae3d27d4eb4f
+	// The multiplications carry the low bits up to the top bits, which pick
+	// the slot. Hosts get every byte mixed in: per-tenant hosts such as
+	// t01.example.com and t02.example.com differ only inside.
+	h ^= ends(r.Method)*0x9e3779b97f4a7c15 ^ fnv(r.Host)*0xc2b2ae3d27d4eb4f
 	return &c.slots[h>>(64-matchSlotBits)]
+}
+
+// fnv returns the 64-bit FNV-1a hash of s: cheaper than maphash for the
+// short hosts of requests, and enough to spread them over cache slots (the
+// entries compare the whole host, so a collision costs a look-up, not a
+// wrong match).
+func fnv(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // ends packs the length and the first and last bytes of s.

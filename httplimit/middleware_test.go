@@ -3,6 +3,7 @@ package httplimit
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"hash/maphash"
 	"io"
 	"net"
@@ -480,6 +481,16 @@ func TestMatchCacheSlots(t *testing.T) {
 			}
 			seen[s] = method + " " + host
 		}
+	}
+	// Per-tenant hosts of one length that differ only inside.
+	seen = map[*atomic.Pointer[matchEntry]]string{}
+	for i := range 8 {
+		host := fmt.Sprintf("t%02d.example.com", i)
+		s := c.slot(httptest.NewRequest("GET", "http://"+host+"/v1/tasks", nil))
+		if prev, ok := seen[s]; ok {
+			t.Errorf("GET %s shares a slot with %s", host, prev)
+		}
+		seen[s] = "GET " + host
 	}
 }
 
