@@ -271,7 +271,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	m := len(charges)
 	base := s.identityBase(receipt.Identity)
 	keys := make([]string, 0, 1+2*m+len(guards))
-	args := make([]string, 0, 6+5*m+4*len(charges))
+	args := make([]string, 0, 6+8*m)
 	keys = append(keys, receiptKey(base, receipt.ID))
 	uncertain := "0"
 	if receipt.Uncertain() {
@@ -282,17 +282,23 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		maxP = max(maxP, c.Limit.Period.Microseconds())
 	}
 	// The void mark outlives any charge the voided id could still make.
-	args = append(args, s.clockArg(), receipt.ID.String(), uncertain, strconv.FormatInt(2*maxP, 10), strconv.Itoa(m), "")
+	args = append(args, s.clockArg(), receipt.ID.String(), uncertain, strconv.FormatInt(2*maxP, 10), strconv.Itoa(m), "0")
 	for _, c := range charges {
-		k := limitKey(base, c.Rule, c.Algorithm, c.Limit)
-		keys = append(keys, k)
-		if c.Algorithm == allowance.SlidingLog {
-			keys = append(keys, k+":t")
+		// GCRA needs only the emission interval of its limit, sent in
+		// place of the period: the script parses no number it can do
+		// without.
+		x := c.Limit.Period.Microseconds()
+		if c.Algorithm == allowance.GCRA {
+			x = allowance.EmissionInterval(c.Limit)
 		}
-		args = append(args, algCode(c.Algorithm), strconv.FormatInt(c.Limit.Count, 10),
-			strconv.FormatInt(c.Limit.Period.Microseconds(), 10), strconv.FormatInt(c.Amount, 10), strconv.FormatInt(c.Window, 10))
+		args = append(args, algCode(c.Algorithm), strconv.FormatInt(x, 10), strconv.FormatInt(c.Amount, 10), strconv.FormatInt(c.Window, 10))
 	}
+	// Per rule (its charges are consecutive): its guard key, if it has a
+	// guard, then its charges' keys, in the order the script reads them.
+	// The rules are sent only when one has a guard; without, the script
+	// refunds every charge as one rule's.
 	groups := 0
+	guarded := false
 	for start := 0; start < m; {
 		end := start + 1
 		for end < m && charges[end].Rule == charges[start].Rule {
@@ -303,24 +309,36 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 			if g.Rule == charges[start].Rule && g.Limit.Count > 0 && g.Limit.Period > 0 {
 				gn, gp = strconv.FormatInt(g.Limit.Count, 10), strconv.FormatInt(g.Limit.Period.Microseconds(), 10)
 				keys = append(keys, guardKey(base, g.Rule))
+				guarded = true
 				break
+			}
+		}
+		for _, c := range charges[start:end] {
+			k := limitKey(base, c.Rule, c.Algorithm, c.Limit)
+			keys = append(keys, k)
+			if c.Algorithm == allowance.SlidingLog {
+				keys = append(keys, k+":t")
 			}
 		}
 		args = append(args, strconv.Itoa(start+1), strconv.Itoa(end), gn, gp)
 		groups++
 		start = end
 	}
-	args[5] = strconv.Itoa(groups)
-	vals, err := s.c.eval(ctx, scriptRefund, keys, args)
+	if guarded {
+		args[5] = strconv.Itoa(groups)
+	} else {
+		args = args[:6+4*m]
+	}
+	reply, err := s.c.evalText(ctx, scriptRefund, keys, args)
 	if err != nil {
 		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
 	}
-	if len(vals) != 2*m {
-		return fmt.Errorf("redisstore: refund %s: script returned %d values; expected %d", receipt.ID, len(vals), 2*m)
-	}
 	res.Reset(receipt.ID, m)
-	for i, c := range charges {
-		res.Charges[i] = allowance.ChargeOutcome{Charge: c, Outcome: allowance.Outcome(vals[2*i]), Restored: vals[2*i+1]}
+	if err := parseRefund(reply, charges, res.Charges); err != nil {
+		// The script ran and may have refunded; a retry of the refund is
+		// safe (at most once per receipt id) and reports AlreadyRefunded.
+		res.Reset(receipt.ID, 0)
+		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
 	}
 	return nil
 }

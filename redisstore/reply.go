@@ -117,3 +117,42 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 	}
 	return 0, fmt.Errorf("script returned %q; expected 1, 0 or a code first", reply)
 }
+
+// parseRefund fills out, one outcome per charge, from the refund script's
+// reply for charges (see refund.lua): "<per charge: outcome restored>". The
+// reply is refused unless every outcome is one of allowance.Outcome's, the
+// units restored are 0 unless the charge was restored and never more than
+// it charged, and AlreadyRefunded and NotCharged, which say what happened to
+// the whole receipt, are every charge's outcome when they are any one's.
+func parseRefund(reply string, charges []allowance.Charge, out []allowance.ChargeOutcome) error {
+	m := len(charges)
+	r := ints{s: reply}
+	var whole allowance.Outcome
+	for i, c := range charges {
+		o, ok1 := r.next()
+		u, ok2 := r.next()
+		if !(ok1 && ok2) {
+			return fmt.Errorf("script returned %q; expected %d integers", reply, 2*m)
+		}
+		if o < int64(allowance.Restored) || o > int64(allowance.NotCharged) {
+			return fmt.Errorf("script returned %q; expected outcomes from %d to %d", reply, allowance.Restored, allowance.NotCharged)
+		}
+		oc := allowance.Outcome(o)
+		if u < 0 || u > c.Amount || u > 0 && oc != allowance.Restored {
+			return fmt.Errorf("script returned %q; expected units restored from 0 to the amount charged, and only by a restored charge", reply)
+		}
+		if oc == allowance.AlreadyRefunded || oc == allowance.NotCharged {
+			if i > 0 && whole != oc {
+				return fmt.Errorf("script returned %q; expected outcome %d for every charge or none", reply, o)
+			}
+			whole = oc
+		} else if whole != 0 {
+			return fmt.Errorf("script returned %q; expected outcome %d for every charge or none", reply, whole)
+		}
+		out[i] = allowance.ChargeOutcome{Charge: c, Outcome: oc, Restored: u}
+	}
+	if r.s != "" {
+		return fmt.Errorf("script returned %q; expected %d integers", reply, 2*m)
+	}
+	return nil
+}

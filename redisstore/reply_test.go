@@ -117,3 +117,98 @@ func FuzzParseCharge(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRefund(t *testing.T) {
+	charges := []allowance.Charge{{Rule: "r", Amount: 1}, {Rule: "r", Amount: 3}}
+	cases := []struct {
+		name, reply string
+		want        []allowance.ChargeOutcome
+		bad         bool
+	}{
+		{name: "restored", reply: "1 1 1 3", want: []allowance.ChargeOutcome{{Outcome: allowance.Restored, Restored: 1}, {Outcome: allowance.Restored, Restored: 3}}},
+		{name: "restored less", reply: "1 0 1 2", want: []allowance.ChargeOutcome{{Outcome: allowance.Restored}, {Outcome: allowance.Restored, Restored: 2}}},
+		{name: "window ended", reply: "2 0 1 3", want: []allowance.ChargeOutcome{{Outcome: allowance.WindowEnded}, {Outcome: allowance.Restored, Restored: 3}}},
+		{name: "declined", reply: "4 0 4 0", want: []allowance.ChargeOutcome{{Outcome: allowance.Declined}, {Outcome: allowance.Declined}}},
+		{name: "already refunded", reply: "3 0 3 0", want: []allowance.ChargeOutcome{{Outcome: allowance.AlreadyRefunded}, {Outcome: allowance.AlreadyRefunded}}},
+		{name: "not charged", reply: "5 0 5 0", want: []allowance.ChargeOutcome{{Outcome: allowance.NotCharged}, {Outcome: allowance.NotCharged}}},
+		{name: "short", reply: "1 1 1", bad: true},
+		{name: "long", reply: "1 1 1 3 1", bad: true},
+		{name: "empty", reply: "", bad: true},
+		{name: "outcome 0", reply: "0 0 1 3", bad: true},
+		{name: "outcome 6", reply: "1 1 6 0", bad: true},
+		{name: "more than charged", reply: "1 2 1 3", bad: true},
+		{name: "negative units", reply: "1 -1 1 3", bad: true},
+		{name: "units not restored", reply: "2 1 1 3", bad: true},
+		{name: "already refunded in part", reply: "3 0 1 3", bad: true},
+		{name: "already refunded after", reply: "1 1 3 0", bad: true},
+		{name: "two whole outcomes", reply: "3 0 5 0", bad: true},
+		{name: "plus sign", reply: "+1 1 1 3", bad: true},
+		{name: "leading space", reply: " 1 1 1 3", bad: true},
+		{name: "trailing space", reply: "1 1 1 3 ", bad: true},
+		{name: "two spaces", reply: "1 1  1 3", bad: true},
+		{name: "not a number", reply: "1 1 x 3", bad: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := make([]allowance.ChargeOutcome, len(charges))
+			err := parseRefund(tc.reply, charges, out)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("parseRefund(%q) = %+v, nil; want an error", tc.reply, out)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseRefund(%q): %v", tc.reply, err)
+			}
+			for i := range out {
+				want := tc.want[i]
+				want.Charge = charges[i]
+				if out[i] != want {
+					t.Errorf("charge %d: %+v, want %+v", i, out[i], want)
+				}
+			}
+		})
+	}
+}
+
+// FuzzParseRefund: any reply either parses into outcomes that hold what the
+// parser promises, or is refused; nothing panics.
+func FuzzParseRefund(f *testing.F) {
+	for _, s := range []string{"1 1 1 3", "2 0 4 0", "3 0 3 0", "5 0 5 0", "1 1", "1 1 1 3 1", "", " ", "+1 1", "1 -0 2 0", "6 0 6 0"} {
+		f.Add(s, uint8(2))
+		f.Add(s, uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, reply string, mb uint8) {
+		m := int(mb%4) + 1
+		charges := make([]allowance.Charge, m)
+		for i := range charges {
+			charges[i] = allowance.Charge{Rule: "r", Amount: int64(i + 1)}
+		}
+		out := make([]allowance.ChargeOutcome, m)
+		if err := parseRefund(reply, charges, out); err != nil {
+			return
+		}
+		whole := 0 // charges whose outcome is of the whole receipt
+		for i, c := range out {
+			if c.Charge != charges[i] {
+				t.Fatalf("parseRefund(%q, %d): charge %d is %+v, want %+v", reply, m, i, c.Charge, charges[i])
+			}
+			if c.Outcome < allowance.Restored || c.Outcome > allowance.NotCharged {
+				t.Fatalf("parseRefund(%q, %d): charge %d outcome %d", reply, m, i, c.Outcome)
+			}
+			if c.Restored < 0 || c.Restored > c.Charge.Amount || c.Restored > 0 && c.Outcome != allowance.Restored {
+				t.Fatalf("parseRefund(%q, %d): charge %d %v with %d units restored of %d", reply, m, i, c.Outcome, c.Restored, c.Charge.Amount)
+			}
+			if c.Outcome == allowance.AlreadyRefunded || c.Outcome == allowance.NotCharged {
+				if c.Outcome != out[0].Outcome {
+					t.Fatalf("parseRefund(%q, %d): charge %d %v, charge 0 %v", reply, m, i, c.Outcome, out[0].Outcome)
+				}
+				whole++
+			}
+		}
+		if whole != 0 && whole != m {
+			t.Fatalf("parseRefund(%q, %d): a whole-receipt outcome for %d charges of %d", reply, m, whole, m)
+		}
+	})
+}

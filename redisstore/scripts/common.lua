@@ -9,8 +9,17 @@
 --
 -- Lua makes a closure for every `local function` each time a script runs
 -- (about 60 ns each on the server), so the helpers are made only by lib(),
--- when a script needs them: the charge script's common paths (GCRA, fixed
--- and sliding windows with products below 2^53) do without them.
+-- when a script needs them: the charge's and the refund's common paths
+-- (GCRA, fixed and sliding windows with products below 2^53) do without
+-- them, and lib() holds only helpers some script calls.
+--
+-- Expiry of a GCRA key on the server's clock, gcraexpiry(tat): at least the
+-- whole second after its TAT, (floor(tat/10^6)+1)*1000 ms (PXAT). A charge
+-- that moves the TAT to another second sets exactly that; one that leaves
+-- it in the same second keeps the key's expiry (SET KEEPTTL, cheaper than
+-- setting one), and so does a refund, which only moves the TAT back: the
+-- key lives no longer than it would have without the refund. A test clock's
+-- times are not the server's, so there a charge gives a key ms(tat-now).
 
 local TWO53 = 9007199254740992
 
@@ -96,13 +105,6 @@ local function lib()
     return idiv(us + 999999, 1000000) * 1000
   end
 
-  -- nums parses a state string of space-separated integers.
-  local function nums(v)
-    local out = {}
-    for x in string.gmatch(v, '%-?%d+') do out[#out + 1] = tonumber(x) end
-    return out
-  end
-
   local function windowstart(p)
     return now - fmod(now, p)
   end
@@ -172,29 +174,11 @@ local function lib()
     return idiv(p + n - 1, n)
   end
 
-  -- gcraexpiry is the expiry (PXAT, ms on the server's clock) of a GCRA key
-  -- holding tat: the whole second after the TAT. A charge that leaves the
-  -- TAT in the same second keeps the key's expiry (SET KEEPTTL, cheaper than
-  -- setting one), so a hot key's expiry is written about once a second.
-  local function gcraexpiry(tat)
-    return (idiv(tat, 1000000) + 1) * 1000
-  end
-
-  -- gcraset writes a GCRA key's TAT. On the server's clock its expiry is
-  -- gcraexpiry(tat) (every write keeps that true, so a charge may keep it);
-  -- a test clock's times are not the server's, so there it lives ms(tat-now).
-  local function gcraset(key, tat)
-    if servertime then
-      return redis.call('SET', key, fmt(tat), 'PXAT', gcraexpiry(tat))
-    end
-    return redis.call('SET', key, fmt(tat), 'PX', ms(tat - now))
-  end
-
   return {
     idiv = idiv, muldiv = muldiv, muldivceil = muldivceil, fmt = fmt, ms = ms,
-    nums = nums, windowstart = windowstart, fixedroll = fixedroll,
+    windowstart = windowstart, fixedroll = fixedroll,
     slidingroll = slidingroll, estimate = estimate, slidingreset = slidingreset,
     units = units, logexpired = logexpired, loglast = loglast,
-    emission = emission, gcraexpiry = gcraexpiry, gcraset = gcraset,
+    emission = emission,
   }
 end

@@ -1,181 +1,241 @@
 -- refund: undo the charges of one receipt, at most once per receipt id.
 --
 -- KEYS[1]   the receipt's key
--- KEYS[2..] per charge its state key (a sliding log: the log and its total),
---           then per guarded rule its guard key
+-- KEYS[2..] per rule: its guard key when it has a guard, then per charge its
+--           state key (a sliding log: the log and its total)
 -- ARGV[1]   now in µs, or '' for the server's TIME
 -- ARGV[2]   the receipt id (hex)
 -- ARGV[3]   '1' when the receipt is uncertain: its windows come from the
 --           trace the charge left, and without a trace the id is voided
 -- ARGV[4]   lifetime of a void mark in µs
--- ARGV[5]   m, the number of charges; ARGV[6] g, the number of rules
--- then per charge: algorithm, count n, period p in µs, amount, window
+-- ARGV[5]   m, the number of charges; ARGV[6] g, the number of rules, 0
+--           when no rule has a guard (the charges are then one rule's)
+-- then per charge: algorithm, its period p in µs (GCRA: the emission
+-- interval, ceil(p/n)), amount, window
 -- then per rule: index of its first and last charge (1-based), guard count
 -- and guard period in µs (0 0 when the rule has no guard)
 --
--- Returns per charge its outcome (allowance.Outcome: 1 restored, 2 window
--- ended, 3 already refunded, 4 declined, 5 not charged) and the units given
--- back.
+-- Returns a string of space-separated integers, per charge its outcome
+-- (allowance.Outcome: 1 restored, 2 window ended, 3 already refunded,
+-- 4 declined, 5 not charged) and the units given back.
+--
+-- Written for the server's CPU as charge.lua is, after timing variants of
+-- it (instructions per call of redis-server): one read of every key (MGET),
+-- no table per charge, common.lua's helpers inlined but for the sliding
+-- log, and one string for the reply (Redis converts a Lua table element by
+-- element). A tonumber costs about as much as a GET's own work in the
+-- server, a string.format more, so the script reads no number it does not
+-- use (the count n only made GCRA's emission interval, which the caller
+-- sends) and writes numbers it was given as the strings they came in: an
+-- amount of 1, the units of a charge given back whole, a GCRA window as the
+-- refund mark's time.
 
-local RESTORED, ENDED, ALREADY, DECLINED, NOTCHARGED = 1, 2, 3, 4, 5
+-- Outcomes: 1 restored, 2 window ended, 3 already refunded, 4 declined,
+-- 5 not charged; written as string constants in the reply.
+local RESTORED, ENDED, DECLINED = 1, 2, 4
 
-local L = lib()
-local idiv, fmt, ms, nums, windowstart, fixedroll, slidingroll = L.idiv, L.fmt, L.ms, L.nums, L.windowstart, L.fixedroll, L.slidingroll
-local logexpired, emission, gcraset = L.logexpired, L.emission, L.gcraset
 local rk = KEYS[1]
-local rid = ARGV[2]
-local uncertain = ARGV[3] == '1'
 local m = tonumber(ARGV[5])
-local g = tonumber(ARGV[6])
+local g = 0
+if ARGV[6] ~= '0' then g = tonumber(ARGV[6]) end
+local fmod, fmt = math.fmod, string.format
+local L -- lib(), made only for the sliding log
 
-local function all(outcome)
-  local out = {}
-  for i = 1, m do
-    out[#out + 1] = outcome
-    out[#out + 1] = 0
-  end
-  return out
-end
+-- Every key in one read. MGET answers nil for a sliding log itself (a
+-- sorted set) and the units for its total. The keys are distinct, so what
+-- is read stays true until this script writes it.
+local st = redis.call('MGET', unpack(KEYS))
 
 -- The receipt's key holds 'r<until µs>' once it was refunded, 'v<until µs>'
 -- once it was voided, both until no charge of it could be refunded any more
 -- (as memstore keeps its records), or a charge's trace 't<window> …'.
-local mark = redis.call('GET', rk)
+local mark = st[1]
 if mark then
   local kind = string.sub(mark, 1, 1)
   if kind ~= 't' then
-    if now < tonumber(string.sub(mark, 2)) then return all(ALREADY) end
+    if now < tonumber(string.sub(mark, 2)) then
+      return string.rep('3 0 ', m - 1) .. '3 0' -- already refunded
+    end
     mark = nil -- a stale mark, as only a test clock sees them
   end
 end
 
-local ch = {}
-local ki = 2
-for i = 1, m do
-  local a = 6 + (i - 1) * 5
-  local C = {alg = ARGV[a + 1], n = tonumber(ARGV[a + 2]), p = tonumber(ARGV[a + 3]), amount = tonumber(ARGV[a + 4]), window = tonumber(ARGV[a + 5]), key = KEYS[ki]}
-  ki = ki + 1
-  if C.alg == 'l' then
-    C.tkey = KEYS[ki]
-    ki = ki + 1
-  end
-  ch[i] = C
-end
-
-if uncertain then
+-- An uncertain receipt's windows are the trace's.
+local tw
+if ARGV[3] == '1' then
   if not mark then
     -- The charge was never applied (or was denied): void the id so that it
-    -- never can be.
+    -- never can be. Lifetimes are common.lua's ms, inlined: microseconds
+    -- rounded up to a whole second, in milliseconds.
     local life = math.max(tonumber(ARGV[4]), 1)
-    redis.call('SET', rk, 'v' .. fmt(now + life), 'PX', ms(life))
-    return all(NOTCHARGED)
+    local x = life + slack + 999999
+    redis.call('SET', rk, 'v' .. fmt('%d', now + life), 'PX', (x - fmod(x, 1000000)) / 1000)
+    return string.rep('5 0 ', m - 1) .. '5 0' -- not charged
   end
-  local w = nums(string.sub(mark, 2))
-  for i = 1, m do ch[i].window = w[i] end
+  tw = {}
+  for x in string.gmatch(string.sub(mark, 2), '%-?%d+') do tw[#tw + 1] = tonumber(x) end
 end
 
-local function refundone(i, C)
-  local n, p, a, window = C.n, C.p, C.amount, C.window
-  if C.alg == 'f' or C.alg == 's' then
-    local v = redis.call('GET', C.key)
-    if not v then return ENDED, 0 end
-    if C.alg == 'f' then
-      local start, count = fixedroll(v, p)
-      if window ~= start then return ENDED, 0 end
-      local r = math.min(a, count)
-      redis.call('SET', C.key, fmt(start) .. ' ' .. fmt(count - r), 'KEEPTTL')
-      return RESTORED, r
-    end
-    local start, cur, prev = slidingroll(v, p)
-    local r
-    if window == start then
-      r = math.min(a, cur)
-      cur = cur - r
-    elseif window == start - p then
-      r = math.min(a, prev)
-      prev = prev - r
-    else
-      return ENDED, 0
-    end
-    redis.call('SET', C.key, fmt(start) .. ' ' .. fmt(cur) .. ' ' .. fmt(prev), 'KEEPTTL')
-    return RESTORED, r
-  elseif C.alg == 'g' then
-    local t = emission(n, p)
-    local tat0 = tonumber(redis.call('GET', C.key)) or 0
-    if now >= window or tat0 <= now then return ENDED, 0 end
-    local tat = math.max(tat0 - a * t, now)
-    local back = idiv(tat0 - tat + t - 1, t)
-    if tat == now then
-      redis.call('DEL', C.key)
-    else
-      gcraset(C.key, tat)
-    end
-    return RESTORED, math.min(back, a)
-  end
-  -- sliding log
-  local total = tonumber(redis.call('GET', C.tkey))
-  if not total then return ENDED, 0 end
-  local gone = logexpired(C.key, p)
-  if gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', C.key, '-inf', fmt(now - p))
-    total = total - gone
-  end
-  local r = 0
-  if redis.call('ZREM', C.key, rid .. '.' .. fmt(i - 1) .. '.' .. fmt(a)) == 1 then
-    r = a
-    total = total - a
-  end
-  redis.call('SET', C.tkey, fmt(total), 'KEEPTTL')
-  if r == 0 then return ENDED, 0 end
-  return RESTORED, r
-end
-
-local out = {}
+-- Per rule: its guard, then each of its charges undone exactly as
+-- internal/algo does. Each charge's part of the reply ("<outcome> <units>")
+-- is rep with one charge, else in out. life is how long the refund mark
+-- must last: while any charge could still be refunded (Receipt.Expiry);
+-- lifes, when set, is now+life as the caller wrote it.
+local out
+if m > 1 then out = {} end
+local rep
 local done = false
-local life = 1
-local gk = ki
-for r = 1, g do
-  local a = 6 + m * 5 + (r - 1) * 4
-  local first, last = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local gn, gp = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local key, start, count
-  if gn > 0 then
-    key = KEYS[gk]
-    gk = gk + 1
-    local v = redis.call('GET', key)
-    start, count = windowstart(gp), 0
-    if v then
-      local s = nums(v)
-      if s[1] == gn and s[2] == gp and s[3] == start then count = s[4] end
-    end
+local life, lifes = 1, nil
+local ki = 2
+for r = 1, math.max(g, 1) do
+  local first, last, gn = 1, m, 0
+  local gkey, gp, gstart, gcount, gsame
+  if g > 0 then
+    local b = 2 + 4 * m + 4 * r
+    first, last, gn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   end
-  if gn > 0 and count >= gn then
-    for i = first, last do
-      out[2 * i - 1] = DECLINED
-      out[2 * i] = 0
+  local declined = false
+  if gn > 0 then
+    gp = tonumber(ARGV[2 + 4 * m + 4 * r + 4])
+    gkey = KEYS[ki]
+    local v = st[ki]
+    ki = ki + 1
+    gstart, gcount, gsame = now - fmod(now, gp), 0, false
+    if v then
+      local sn, sp, ss, sc = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)')
+      if tonumber(sn) == gn and tonumber(sp) == gp and tonumber(ss) == gstart then
+        gcount, gsame = tonumber(sc), true
+      end
     end
-  else
+    declined = gcount >= gn
+  end
+  local restored = false
+  for i = first, last do
+    local c = 2 + 4 * i
+    local alg, p, as = ARGV[c + 1], tonumber(ARGV[c + 2]), ARGV[c + 3]
+    local window
+    if tw then window = tw[i] else window = tonumber(ARGV[c + 4]) end
+    local key, v = KEYS[ki], st[ki]
+    ki = ki + 1
+    local tkey, tv
+    if alg == 'l' then
+      tkey, tv = KEYS[ki], st[ki]
+      ki = ki + 1
+    end
+    local e = window
+    if alg == 'f' or alg == 'l' then e = window + p elseif alg == 's' then e = window + 2 * p end
+    if e - now > life then
+      life, lifes = e - now, nil
+      if alg == 'g' and not tw then lifes = ARGV[c + 4] end
+    end
+    local a
+    if as == '1' then a = 1 else a = tonumber(as) end
+    local o, u = ENDED, 0
+    if declined then
+      o = DECLINED
+    elseif alg == 'g' then
+      -- p is the emission interval. The TAT moves back by the charge's
+      -- increment, never before now. The key keeps its expiry, the second
+      -- after the TAT it held (common.lua's gcraexpiry): it lives no longer
+      -- than it would have without the refund, and charges keep it until
+      -- the TAT leaves that second.
+      local tat0 = tonumber(v) or 0
+      if now < window and tat0 > now then
+        local tat = tat0 - a * p
+        if tat < now then tat = now end
+        local x = tat0 - tat + p - 1
+        o, u = RESTORED, (x - fmod(x, p)) / p
+        if u > a then u = a end
+        if tat == now then
+          redis.call('DEL', key)
+        else
+          redis.call('SET', key, fmt('%d', tat), 'KEEPTTL')
+        end
+      end
+    elseif alg == 'f' then
+      if v then
+        local start = now - fmod(now, p)
+        if window == start then
+          local count = 0
+          local s, k = string.match(v, '^(%-?%d+) (%-?%d+)')
+          if tonumber(s) == start then count = tonumber(k) end
+          u = a
+          if u > count then u = count end
+          redis.call('SET', key, fmt('%d %d', start, count - u), 'KEEPTTL')
+          o = RESTORED
+        end
+      end
+    elseif alg == 's' then
+      if v then
+        local start = now - fmod(now, p)
+        local cur, prev = 0, 0
+        local s, k, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
+        s = tonumber(s)
+        if s == start then
+          cur, prev = tonumber(k), tonumber(q)
+        elseif s == start - p then
+          prev = tonumber(k)
+        end
+        if window == start then
+          u = a
+          if u > cur then u = cur end
+          cur = cur - u
+          o = RESTORED
+        elseif window == start - p then
+          u = a
+          if u > prev then u = prev end
+          prev = prev - u
+          o = RESTORED
+        end
+        if o == RESTORED then
+          redis.call('SET', key, fmt('%d %d %d', start, cur, prev), 'KEEPTTL')
+        end
+      end
+    else -- 'l'
+      local total = tonumber(tv)
+      if total then
+        L = L or lib()
+        local gone = L.logexpired(key, p)
+        if gone > 0 then
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt('%d', now - p))
+          total = total - gone
+        end
+        if redis.call('ZREM', key, ARGV[2] .. '.' .. fmt('%d', i - 1) .. '.' .. as) == 1 then
+          total = total - a
+          o, u = RESTORED, a
+        end
+        redis.call('SET', tkey, fmt('%d', total), 'KEEPTTL')
+      end
+    end
+    local part
+    if o == RESTORED then
+      restored = true
+      if u == a then part = '1 ' .. as else part = fmt('1 %d', u) end
+    elseif o == ENDED then
+      part = '2 0'
+    else
+      part = '4 0'
+    end
+    if out then out[i] = part else rep = part end
+  end
+  if not declined then
     done = true
-    local restored = false
-    for i = first, last do
-      local o, u = refundone(i, ch[i])
-      out[2 * i - 1] = o
-      out[2 * i] = u
-      restored = restored or o == RESTORED
-    end
     if gn > 0 and restored then
-      redis.call('SET', key, fmt(gn) .. ' ' .. fmt(gp) .. ' ' .. fmt(start) .. ' ' .. fmt(count + 1), 'PX', ms(start + gp - now))
+      -- The guard's key was made with the lifetime of its window: kept
+      -- while the window is the same.
+      local val = fmt('%d %d %d %d', gn, gp, gstart, gcount + 1)
+      if gsame then
+        redis.call('SET', gkey, val, 'KEEPTTL')
+      else
+        local x = gstart + gp - now + slack + 999999
+        redis.call('SET', gkey, val, 'PX', (x - fmod(x, 1000000)) / 1000)
+      end
     end
   end
 end
 if done then
-  -- Keep the mark while any charge could still be refunded (Receipt.Expiry).
-  for i = 1, m do
-    local C = ch[i]
-    local e = C.window
-    if C.alg == 'f' or C.alg == 'l' then e = C.window + C.p elseif C.alg == 's' then e = C.window + 2 * C.p end
-    life = math.max(life, e - now)
-  end
-  redis.call('SET', rk, 'r' .. fmt(now + life), 'PX', ms(life))
+  local x = life + slack + 999999
+  redis.call('SET', rk, 'r' .. (lifes or fmt('%d', now + life)), 'PX', (x - fmod(x, 1000000)) / 1000)
 end
-return out
+if out then return table.concat(out, ' ') end
+return rep
