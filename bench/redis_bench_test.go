@@ -6,6 +6,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -312,6 +313,77 @@ func BenchmarkRedisServerCost(b *testing.B) {
 				}
 				before := readServerCost(ctx, b, gr)
 				runRedisOps(b, 64, keys, c.op)
+				after := readServerCost(ctx, b, gr)
+				n := float64(b.N)
+				b.ReportMetric((after.script-before.script)/n, "script-µs/op")
+				b.ReportMetric((after.cpu-before.cpu)/n, "srv-cpu-µs/op")
+			})
+		}
+	}
+}
+
+// refundLimits do not deny a benchmark's charges either (a million of them
+// at once), and their emission intervals (31.5 s and more) are long enough
+// that every refund made after its check still finds its charge to give
+// back, as a handler's refund of a request it answered 409 Conflict does:
+// the refund's restoring path.
+var refundLimits = allowance.Limits{
+	{Count: 1_000_000, Period: 87_600 * time.Hour},
+	{Count: 1_000_000, Period: 8_760 * time.Hour},
+	{Count: 999_999, Period: 87_600 * time.Hour},
+}
+
+// BenchmarkRedisRefundServerCost measures what a refund alone costs the
+// Redis server, as BenchmarkRedisServerCost does for checks: it charges b.N
+// receipts first (one GCRA rule of one or three limits, never denying), then
+// resets the server's statistics and refunds them all at 64 goroutines.
+// Every refund restores its charges.
+func BenchmarkRedisRefundServerCost(b *testing.B) {
+	gr, rc := redisClients(b)
+	ctx := context.Background()
+	for _, ks := range redisKeySets {
+		keys := make([]string, ks.n)
+		for i := range keys {
+			keys[i] = "user-" + strconv.Itoa(i)
+		}
+		for _, limits := range []int{1, 3} {
+			name := "allowance-" + strconv.Itoa(limits) + "limit-refund"
+			s, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("rf"+strconv.Itoa(limits)+ks.name+":"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			l, err := allowance.NewLimiter(s, allowance.Rule{Name: "bench", Limits: refundLimits[:limits], Algorithm: allowance.GCRA})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run("keys="+ks.name+"/impl="+name, func(b *testing.B) {
+				receipts := make([]allowance.Receipt, b.N)
+				var next atomic.Int64
+				check := func(ctx context.Context, key string) error {
+					i := next.Add(1) - 1
+					d, err := l.Check(ctx, key)
+					if err == nil && !d.Allowed {
+						err = fmt.Errorf("check %d denied", i)
+					}
+					receipts[i] = d.Receipt
+					return err
+				}
+				runRedisOps(b, 64, keys, check)
+				if err := gr.ConfigResetStat(ctx).Err(); err != nil {
+					b.Fatal(err)
+				}
+				next.Store(0)
+				refund := func(ctx context.Context, _ string) error {
+					i := next.Add(1) - 1
+					res, err := l.Refund(ctx, &receipts[i])
+					if err == nil && res.Outcome() != allowance.Restored {
+						err = fmt.Errorf("refund %d: %v, want restored", i, res.Outcome())
+					}
+					return err
+				}
+				b.StartTimer() // runRedisOps stopped it
+				before := readServerCost(ctx, b, gr)
+				runRedisOps(b, 64, keys, refund)
 				after := readServerCost(ctx, b, gr)
 				n := float64(b.N)
 				b.ReportMetric((after.script-before.script)/n, "script-µs/op")
