@@ -198,10 +198,7 @@ func BenchmarkRedis(b *testing.B) {
 		}},
 	}
 	for _, ks := range redisKeySets {
-		keys := make([]string, ks.n)
-		for i := range keys {
-			keys[i] = "user-" + strconv.Itoa(i)
-		}
+		keys := makeKeys(ks.n)
 		for _, g := range redisGoroutines {
 			for _, c := range cases {
 				b.Run("keys="+ks.name+"/g="+strconv.Itoa(g)+"/impl="+c.name, func(b *testing.B) {
@@ -210,6 +207,20 @@ func BenchmarkRedis(b *testing.B) {
 			}
 		}
 	}
+}
+
+// measureServerCost resets the server's statistics, runs op b.N times at 64
+// goroutines, and reports the script time and the server's CPU time per op.
+func measureServerCost(ctx context.Context, b *testing.B, gr *redis.Client, keys []string, op func(ctx context.Context, key string) error) {
+	if err := gr.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	before := readServerCost(ctx, b, gr)
+	runRedisOps(b, 64, keys, op)
+	after := readServerCost(ctx, b, gr)
+	n := float64(b.N)
+	b.ReportMetric((after.script-before.script)/n, "script-µs/op")
+	b.ReportMetric((after.cpu-before.cpu)/n, "srv-cpu-µs/op")
 }
 
 // serverCost reads the server's counters: the time spent in scripts
@@ -302,21 +313,10 @@ func BenchmarkRedisServerCost(b *testing.B) {
 		}},
 	}
 	for _, ks := range redisKeySets {
-		keys := make([]string, ks.n)
-		for i := range keys {
-			keys[i] = "user-" + strconv.Itoa(i)
-		}
+		keys := makeKeys(ks.n)
 		for _, c := range cases {
 			b.Run("keys="+ks.name+"/impl="+c.name, func(b *testing.B) {
-				if err := gr.ConfigResetStat(ctx).Err(); err != nil {
-					b.Fatal(err)
-				}
-				before := readServerCost(ctx, b, gr)
-				runRedisOps(b, 64, keys, c.op)
-				after := readServerCost(ctx, b, gr)
-				n := float64(b.N)
-				b.ReportMetric((after.script-before.script)/n, "script-µs/op")
-				b.ReportMetric((after.cpu-before.cpu)/n, "srv-cpu-µs/op")
+				measureServerCost(ctx, b, gr, keys, c.op)
 			})
 		}
 	}
@@ -342,10 +342,7 @@ func BenchmarkRedisRefundServerCost(b *testing.B) {
 	gr, rc := redisClients(b)
 	ctx := context.Background()
 	for _, ks := range redisKeySets {
-		keys := make([]string, ks.n)
-		for i := range keys {
-			keys[i] = "user-" + strconv.Itoa(i)
-		}
+		keys := makeKeys(ks.n)
 		for _, limits := range []int{1, 3} {
 			name := "allowance-" + strconv.Itoa(limits) + "limit-refund"
 			s, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("rf"+strconv.Itoa(limits)+ks.name+":"))
@@ -369,9 +366,6 @@ func BenchmarkRedisRefundServerCost(b *testing.B) {
 					return err
 				}
 				runRedisOps(b, 64, keys, check)
-				if err := gr.ConfigResetStat(ctx).Err(); err != nil {
-					b.Fatal(err)
-				}
 				next.Store(0)
 				refund := func(ctx context.Context, _ string) error {
 					i := next.Add(1) - 1
@@ -382,12 +376,7 @@ func BenchmarkRedisRefundServerCost(b *testing.B) {
 					return err
 				}
 				b.StartTimer() // runRedisOps stopped it
-				before := readServerCost(ctx, b, gr)
-				runRedisOps(b, 64, keys, refund)
-				after := readServerCost(ctx, b, gr)
-				n := float64(b.N)
-				b.ReportMetric((after.script-before.script)/n, "script-µs/op")
-				b.ReportMetric((after.cpu-before.cpu)/n, "srv-cpu-µs/op")
+				measureServerCost(ctx, b, gr, keys, refund)
 			})
 		}
 	}
