@@ -54,22 +54,22 @@ type Store struct {
 var _ allowance.Store = (*Store)(nil)
 
 // shard is a part of the store's identities and receipt records, behind its
-// own lock. It is two cache lines: the lock and the shard's clock, written by
-// every call, on the first; the tables, written only when an identity or a
-// record is added or dropped, on the second. On a hot identity, the line of
-// the lock passes from core to core anyway, and goroutines waiting for the
+// own lock. It is two cache lines: the lock, the shard's clock and receipt
+// count, written by every call, and the latest refunds of the shard's own
+// receipts, written by most refunds, on the first; the tables, written only
+// when an identity or a record is added or dropped, on the second. The line
+// of the lock passes from core to core anyway, and goroutines waiting for the
 // lock poll it; the second line stays in every core's cache.
 type shard struct {
 	mu       sync.Mutex
-	last     int64  // latest time seen, µs: the shard's clock never goes back
-	seq      uint64 // receipt ids chosen by the shard so far
-	tag      uint64 // the first half of the shard's receipt ids
-	_        [cacheLine - 32]byte
-	ids      table       // the shard's identities
-	own      *seqRecords // receipts of ids the shard chose, refunded, until their windows end
-	refunded *records    // other receipts refunded, until their windows end
-	voided   *records    // uncertain receipts voided
-	_        [cacheLine - 56]byte
+	last     int64      // latest time seen, µs: the shard's clock never goes back
+	seq      uint64     // receipt ids chosen by the shard so far
+	tag      uint64     // the first half of the shard's receipt ids
+	own      ownRecords // receipts of ids the shard chose, refunded, until their windows end
+	ids      table      // the shard's identities
+	refunded *records   // other receipts refunded, until their windows end
+	voided   *records   // uncertain receipts voided
+	_        [cacheLine - 48]byte
 }
 
 // cacheLine is the size of a cache line on the usual processors, in bytes.
@@ -114,9 +114,6 @@ func (sh *shard) count(id allowance.ReceiptID) (uint64, bool) {
 // already, and reports whether it recorded it.
 func (sh *shard) claim(id allowance.ReceiptID, exp, now int64) bool {
 	if n, ok := sh.count(id); ok {
-		if sh.own == nil {
-			sh.own = &seqRecords{}
-		}
 		return sh.own.claim(n, exp, now)
 	}
 	if sh.refunded == nil {
@@ -299,9 +296,7 @@ func (s *Store) Sweep() {
 		if sh.refunded != nil {
 			sh.refunded.rebuild(now, 0)
 		}
-		if sh.own != nil {
-			sh.own.rebuild(now, 0)
-		}
+		sh.own.rebuild(now)
 		if sh.voided != nil {
 			sh.voided.rebuild(now, 0)
 		}

@@ -92,6 +92,37 @@ func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
 	}
 }
 
+// put holds e, a live entry, merging it with the entry of its block if there
+// is one.
+func (r *seqRecords) put(e seqRecord, now int64) {
+	if (r.used+1)*4 > len(r.slots)*3 {
+		r.rebuild(now, 1)
+	}
+	mask := uint64(len(r.slots) - 1)
+	free := -1
+	for i := r.index(e.block); ; i = (i + 1) & mask {
+		s := &r.slots[i]
+		switch {
+		case s.exp == 0:
+			if free < 0 {
+				free = int(i)
+				r.used++
+			}
+			r.slots[free] = e
+			return
+		case s.block == e.block:
+			if s.exp > now {
+				e.bits |= s.bits
+				e.exp = max(e.exp, s.exp)
+			}
+			*s = e
+			return
+		case s.exp <= now && free < 0:
+			free = int(i)
+		}
+	}
+}
+
 // release forgets seq, as if it had expired.
 func (r *seqRecords) release(seq uint64, now int64) {
 	if s := r.find(seq/64, now); s != nil {
@@ -143,4 +174,97 @@ func tableSize(live, extra int) int {
 		return 0
 	}
 	return max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
+}
+
+// ownRecords is the set of refunded receipts among the ids a shard chose: the
+// entry of the latest block refunded, kept in the shard's first cache line
+// beside its lock, and a table of the older ones. A refund follows its check
+// closely, so most refunds land in the latest block: the claim then writes a
+// line the refund owns already, having taken the lock, where an entry in the
+// table is a line the other cores wrote too, a cache miss nearly every time.
+//
+// Every entry of the table is of a block older than cur's: cur moves only to
+// newer blocks, handing its entry over to the table, and a claim of an older
+// block goes to the table.
+type ownRecords struct {
+	cur   seqRecord   // the latest block's entry; exp 0 when it holds nothing
+	table *seqRecords // older blocks, nil until needed
+}
+
+// claim records seq until at least exp (> now) unless it is held already,
+// and reports whether it recorded it.
+func (o *ownRecords) claim(seq uint64, exp, now int64) bool {
+	block, bit := seq/64, uint64(1)<<(seq%64)
+	c := &o.cur
+	switch {
+	case block == c.block:
+		if c.exp <= now {
+			*c = seqRecord{block: block, bits: bit, exp: exp}
+			return true
+		}
+		if c.bits&bit != 0 {
+			return false
+		}
+		c.bits |= bit
+		c.exp = max(c.exp, exp)
+		return true
+	case block > c.block:
+		if c.exp > now {
+			if o.table == nil {
+				o.table = &seqRecords{}
+			}
+			o.table.put(*c, now)
+		}
+		*c = seqRecord{block: block, bits: bit, exp: exp}
+		return true
+	}
+	if o.table == nil {
+		o.table = &seqRecords{}
+	}
+	return o.table.claim(seq, exp, now)
+}
+
+// has reports whether seq is held at now.
+func (o *ownRecords) has(seq uint64, now int64) bool {
+	block := seq / 64
+	switch c := &o.cur; {
+	case block == c.block:
+		return c.exp > now && c.bits&(1<<(seq%64)) != 0
+	case block > c.block:
+		return false
+	}
+	return o.table.has(seq, now)
+}
+
+// release forgets seq, as if it had expired.
+func (o *ownRecords) release(seq uint64, now int64) {
+	block := seq / 64
+	switch c := &o.cur; {
+	case block == c.block:
+		c.bits &^= 1 << (seq % 64)
+	case block < c.block:
+		o.table.release(seq, now)
+	}
+}
+
+// rebuild drops what has expired at now (see seqRecords.rebuild).
+func (o *ownRecords) rebuild(now int64) {
+	if o.cur.exp <= now {
+		o.cur.bits, o.cur.exp = 0, 0 // the block stays: the table's are older
+	}
+	if o.table != nil {
+		o.table.rebuild(now, 0)
+		if o.table.len() == 0 {
+			o.table = nil
+		}
+	}
+}
+
+// len returns the number of entries held, live or expired.
+func (o *ownRecords) len() int {
+	n := o.table.len()
+	if o.cur.exp != 0 {
+		n++
+	}
+	return n
 }
