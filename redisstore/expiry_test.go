@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -23,48 +24,59 @@ func TestKeysOutliveTheirState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, alg := range []allowance.Algorithm{allowance.GCRA, allowance.FixedWindow, allowance.SlidingWindow} {
-		t.Run(alg.String(), func(t *testing.T) {
-			lim := allowance.Limit{Count: 1000, Period: 3 * time.Second}
-			rule := allowance.Rule{Name: "r-" + algCode(alg), Limits: allowance.Limits{lim}, Algorithm: alg}
-			l, err := allowance.NewLimiter(s, rule)
-			if err != nil {
+	// One limit, with its own key, and two limits sharing one (ruleKey),
+	// whose expiry must cover the longer-lived state.
+	shortLimit := allowance.Limit{Count: 1000, Period: 3 * time.Second}
+	longLimit := allowance.Limit{Count: 600, Period: 5 * time.Second}
+	for _, limits := range []allowance.Limits{{shortLimit}, {shortLimit, longLimit}} {
+		for _, alg := range []allowance.Algorithm{allowance.GCRA, allowance.FixedWindow, allowance.SlidingWindow} {
+			t.Run(fmt.Sprintf("%s/%d-limits", alg, len(limits)), func(t *testing.T) {
+				testKeysOutliveTheirState(ctx, t, c, s, alg, limits)
+			})
+		}
+	}
+}
+
+func testKeysOutliveTheirState(ctx context.Context, t *testing.T, c *redis.Client, s *Store, alg allowance.Algorithm, limits allowance.Limits) {
+	rule := allowance.Rule{Name: fmt.Sprintf("r-%s-%d", algCode(alg), len(limits)), Limits: limits, Algorithm: alg}
+	l, err := allowance.NewLimiter(s, rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ruleKey(s.identityBase("alice"), rule.Name, alg, limits)
+	check := func(step int) {
+		t.Helper()
+		pttl, err := c.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := l.Peek(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range u {
+			if u.Used > 0 && pttl < u.ResetAfter {
+				t.Fatalf("step %d: key expires in %v, the state of %s ends in %v", step, pttl, u.Limit, u.ResetAfter)
+			}
+		}
+	}
+	var last allowance.Decision
+	for i := 0; i < 400; i++ {
+		d, err := l.Check(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Allowed {
+			t.Fatalf("check %d denied", i)
+		}
+		last = d
+		check(i)
+		if i%50 == 49 {
+			if _, err := l.Refund(ctx, &last.Receipt); err != nil {
 				t.Fatal(err)
 			}
-			key := limitKey(s.identityBase("alice"), rule.Name, alg, lim)
-			check := func(step int) {
-				t.Helper()
-				pttl, err := c.PTTL(ctx, key).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
-				u, err := l.Peek(ctx, "alice")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if u[0].Used > 0 && pttl < u[0].ResetAfter {
-					t.Fatalf("step %d: key expires in %v, its state ends in %v", step, pttl, u[0].ResetAfter)
-				}
-			}
-			var last allowance.Decision
-			for i := 0; i < 400; i++ {
-				d, err := l.Check(ctx, "alice")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !d.Allowed {
-					t.Fatalf("check %d denied", i)
-				}
-				last = d
-				check(i)
-				if i%50 == 49 {
-					if _, err := l.Refund(ctx, &last.Receipt); err != nil {
-						t.Fatal(err)
-					}
-					check(i)
-					time.Sleep(20 * time.Millisecond) // cross second boundaries of the server's clock
-				}
-			}
-		})
+			check(i)
+			time.Sleep(20 * time.Millisecond) // cross second boundaries of the server's clock
+		}
 	}
 }

@@ -53,6 +53,44 @@ func algCode(a allowance.Algorithm) string {
 	return "?"
 }
 
+// contCode is the algorithm's letter in upper case: in script arguments, a
+// limit whose state is the next part of the key of the limit before it.
+func contCode(a allowance.Algorithm) string {
+	return strings.ToUpper(algCode(a))
+}
+
+// shared reports whether the n limits of a rule with algorithm a keep their
+// states in one key (ruleKey): every algorithm's but the sliding log's, which
+// keeps a sorted set per limit.
+func shared(a allowance.Algorithm, n int) bool {
+	return n > 1 && a != allowance.SlidingLog
+}
+
+// ruleKey is the key of the states of a rule's limits that share one
+// (shared): "<base><rule>:<alg>:<count>:<period in seconds>,…" with every
+// limit in the rule's order, so that a rule whose limits change starts on
+// a new key, and a one-limit rule's key is limitKey's. Its value is the
+// limits' states, each as limitKey's would be, joined by '|'.
+func ruleKey(base, rule string, a allowance.Algorithm, limits []allowance.Limit) string {
+	var b strings.Builder
+	b.Grow(len(base) + len(rule) + 24*len(limits))
+	b.WriteString(base)
+	b.WriteString(rule)
+	b.WriteByte(':')
+	b.WriteString(algCode(a))
+	for i, l := range limits {
+		if i == 0 {
+			b.WriteByte(':')
+		} else {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(l.Count, 10))
+		b.WriteByte(':')
+		b.WriteString(strconv.FormatInt(int64(l.Period.Seconds()), 10))
+	}
+	return b.String()
+}
+
 // limitKey is "<base><rule>:<alg>:<count>:<period in seconds>"; a sliding
 // log's total lives beside it at the same key plus ":t".
 func limitKey(base, rule string, a allowance.Algorithm, l allowance.Limit) string {

@@ -77,9 +77,9 @@ func testHostileIdentities(t *testing.T, addrs []string) {
 		}
 		keys = append(keys, k...)
 	}
-	// Per identity: 2 logs and their totals for rule a, 2 GCRA keys for
-	// rule b, and the charge's trace.
-	if want := len(hostileIdentities) * 7; len(keys) != want {
+	// Per identity: 2 logs and their totals for rule a, one GCRA key for
+	// both limits of rule b, and the charge's trace.
+	if want := len(hostileIdentities) * 6; len(keys) != want {
 		t.Fatalf("%d keys, want %d", len(keys), want)
 	}
 	tags := map[string]int{}

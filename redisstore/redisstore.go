@@ -219,13 +219,24 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	for i := range req.Rules {
 		r := &req.Rules[i]
 		amount := strconv.FormatInt(r.Amount(), 10)
-		for _, l := range r.Limits {
-			k := limitKey(base, r.Name, r.Algorithm, l)
-			keys = append(keys, k)
-			if r.Algorithm == allowance.SlidingLog {
-				keys = append(keys, k+":t")
+		if shared(r.Algorithm, len(r.Limits)) {
+			keys = append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
+		}
+		for j, l := range r.Limits {
+			code := algCode(r.Algorithm)
+			switch {
+			case shared(r.Algorithm, len(r.Limits)):
+				if j > 0 {
+					code = contCode(r.Algorithm)
+				}
+			default:
+				k := limitKey(base, r.Name, r.Algorithm, l)
+				keys = append(keys, k)
+				if r.Algorithm == allowance.SlidingLog {
+					keys = append(keys, k+":t")
+				}
 			}
-			args = append(args, algCode(r.Algorithm), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
+			args = append(args, code, strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
 		}
 	}
 	reply, err := s.c.evalText(ctx, scriptCharge, keys, args)
@@ -281,17 +292,35 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	for _, c := range charges {
 		maxP = max(maxP, c.Limit.Period.Microseconds())
 	}
+	// ruleEnd returns the end of the charges of the rule whose first charge
+	// is start: a receipt's charges of one rule are consecutive.
+	ruleEnd := func(start int) int {
+		end := start + 1
+		for end < m && charges[end].Rule == charges[start].Rule {
+			end++
+		}
+		return end
+	}
 	// The void mark outlives any charge the voided id could still make.
 	args = append(args, s.clockArg(), receipt.ID.String(), uncertain, strconv.FormatInt(2*maxP, 10), strconv.Itoa(m), "0")
-	for _, c := range charges {
-		// GCRA needs only the emission interval of its limit, sent in
-		// place of the period: the script parses no number it can do
-		// without.
-		x := c.Limit.Period.Microseconds()
-		if c.Algorithm == allowance.GCRA {
-			x = allowance.EmissionInterval(c.Limit)
+	for start := 0; start < m; {
+		end := ruleEnd(start)
+		sh := shared(charges[start].Algorithm, end-start)
+		for i, c := range charges[start:end] {
+			// GCRA needs only the emission interval of its limit, sent in
+			// place of the period: the script parses no number it can do
+			// without.
+			x := c.Limit.Period.Microseconds()
+			if c.Algorithm == allowance.GCRA {
+				x = allowance.EmissionInterval(c.Limit)
+			}
+			code := algCode(c.Algorithm)
+			if sh && i > 0 {
+				code = contCode(c.Algorithm)
+			}
+			args = append(args, code, strconv.FormatInt(x, 10), strconv.FormatInt(c.Amount, 10), strconv.FormatInt(c.Window, 10))
 		}
-		args = append(args, algCode(c.Algorithm), strconv.FormatInt(x, 10), strconv.FormatInt(c.Amount, 10), strconv.FormatInt(c.Window, 10))
+		start = end
 	}
 	// Per rule (its charges are consecutive): its guard key, if it has a
 	// guard, then its charges' keys, in the order the script reads them.
@@ -300,10 +329,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	groups := 0
 	guarded := false
 	for start := 0; start < m; {
-		end := start + 1
-		for end < m && charges[end].Rule == charges[start].Rule {
-			end++
-		}
+		end := ruleEnd(start)
 		gn, gp := "0", "0"
 		for _, g := range guards {
 			if g.Rule == charges[start].Rule && g.Limit.Count > 0 && g.Limit.Period > 0 {
@@ -313,11 +339,19 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 				break
 			}
 		}
-		for _, c := range charges[start:end] {
-			k := limitKey(base, c.Rule, c.Algorithm, c.Limit)
-			keys = append(keys, k)
-			if c.Algorithm == allowance.SlidingLog {
-				keys = append(keys, k+":t")
+		if c := charges[start]; shared(c.Algorithm, end-start) {
+			limits := make([]allowance.Limit, end-start)
+			for i := range limits {
+				limits[i] = charges[start+i].Limit
+			}
+			keys = append(keys, ruleKey(base, c.Rule, c.Algorithm, limits))
+		} else {
+			for _, c := range charges[start:end] {
+				k := limitKey(base, c.Rule, c.Algorithm, c.Limit)
+				keys = append(keys, k)
+				if c.Algorithm == allowance.SlidingLog {
+					keys = append(keys, k+":t")
+				}
 			}
 		}
 		args = append(args, strconv.Itoa(start+1), strconv.Itoa(end), gn, gp)
@@ -361,13 +395,25 @@ func (s *Store) Peek(ctx context.Context, identity string, rules []allowance.Rul
 	args := make([]string, 0, 2+3*m)
 	args = append(args, s.clockArg(), strconv.Itoa(m))
 	for _, r := range rules {
-		for _, l := range r.Limits {
-			k := limitKey(base, r.Name, r.Algorithm, l)
-			keys = append(keys, k)
-			if r.Algorithm == allowance.SlidingLog {
-				keys = append(keys, k+":t")
+		sh := shared(r.Algorithm, len(r.Limits))
+		if sh {
+			keys = append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
+		}
+		for j, l := range r.Limits {
+			code := algCode(r.Algorithm)
+			switch {
+			case sh:
+				if j > 0 {
+					code = contCode(r.Algorithm)
+				}
+			default:
+				k := limitKey(base, r.Name, r.Algorithm, l)
+				keys = append(keys, k)
+				if r.Algorithm == allowance.SlidingLog {
+					keys = append(keys, k+":t")
+				}
 			}
-			args = append(args, algCode(r.Algorithm), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10))
+			args = append(args, code, strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10))
 		}
 	}
 	vals, err := s.c.eval(ctx, scriptPeek, keys, args)
@@ -400,6 +446,11 @@ func (s *Store) Reset(ctx context.Context, identity string, rules []allowance.Ru
 	base := s.identityBase(identity)
 	var keys []string
 	for _, r := range rules {
+		if shared(r.Algorithm, len(r.Limits)) {
+			keys = append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
+		}
+		// Every limit's own key too: a rule's limits had keys of their own
+		// before they shared one.
 		for _, l := range r.Limits {
 			k := limitKey(base, r.Name, r.Algorithm, l)
 			keys = append(keys, k)

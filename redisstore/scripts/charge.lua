@@ -31,10 +31,14 @@ local L -- lib(), made only on the paths that need it
 
 -- One read of every limit's state: GET for one key, else MGET. A sliding
 -- log has two keys; MGET answers nil for the log itself (a sorted set) and
--- the units for its total.
+-- the units for its total. The limits of a rule with several (but a sliding
+-- log's) share one key, their states joined by '|' in the rule's order: the
+-- algorithm letter of every limit after the first is in upper case.
 local multi = m > 1
+local one = #KEYS == 2
 local st
-if #KEYS == 2 then st = redis.call('GET', KEYS[2]) else st = redis.call('MGET', unpack(KEYS, 2)) end
+if one then st = redis.call('GET', KEYS[2]) else st = redis.call('MGET', unpack(KEYS, 2)) end
+local parts, part -- the states in the shared key being read, and which is next
 
 -- First pass: every limit's verdict, changing nothing. An allowed charge
 -- writes val, the state, for life µs, its expiry written as kind says ('k':
@@ -55,8 +59,28 @@ local allowed, rem, reset, retry, w, val, lf, kind, ws
 for i = 1, m do
   local a = 4 * i
   local alg, n, p, c = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local v = st
-  if multi then v = st[ki - 1] end
+  -- cont: this limit's state follows the one before it in their key;
+  -- nextin: the next limit's follows this one's.
+  local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
+  local v
+  if cont or nextin then
+    if not cont then
+      local kv = st
+      if not one then kv = st[ki - 1] end
+      parts, part = {}, 0
+      if kv then
+        for x in string.gmatch(kv, '[^|]+') do parts[#parts + 1] = x end
+      end
+    else
+      alg = string.lower(alg)
+    end
+    part = part + 1
+    v = parts[part]
+  elseif one then
+    v = st
+  else
+    v = st[ki - 1]
+  end
   local ends = 0
   allowed, rem, reset, retry, w, val, kind, ws = 0, 0, 0, 0, 0, false, false, false
   if alg == 'g' then
@@ -176,7 +200,7 @@ for i = 1, m do
       rem = n - total
     end
   end
-  ki = ki + 1
+  if not nextin then ki = ki + 1 end
   lf = ends - now
   if allowed == 1 then
     if lf > life then life = lf end
@@ -247,17 +271,39 @@ if not ok then
 end
 
 -- Second pass: apply every charge. The keys are distinct, so the verdicts of
--- the first pass stand.
+-- the first pass stand. A shared key takes its limits' states at once, its
+-- expiry kept when every one keeps it, else set to the latest any needs.
 ki = 2
+local gv, gk, gl, gw -- a shared key's states, whether all keep its expiry, the longest life, the latest TAT
 for i = 1, m do
   if multi then
     local j = 5 * i
     val, lf, kind, ws, w = nv[j - 4], nv[j - 3], nv[j - 2], nv[j - 1], nv[j]
   end
   local key = KEYS[ki]
-  ki = ki + 1
   local a = 4 * i
-  if ARGV[a + 1] ~= 'l' then
+  local alg = ARGV[a + 1]
+  local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
+  if cont or nextin then
+    if not cont then gv, gk, gl, gw = {}, true, 0, 0 end
+    gv[#gv + 1] = val
+    if kind ~= 'k' then gk = false end
+    if lf > gl then gl = lf end
+    if w > gw then gw = w end
+    if not nextin then
+      ki = ki + 1
+      local joined = table.concat(gv, '|')
+      if gk then
+        redis.call('SET', key, joined, 'KEEPTTL')
+      elseif servertime and (alg == 'G' or alg == 'g') then
+        redis.call('SET', key, joined, 'PXAT', (gw - fmod(gw, 1000000)) / 1000 + 1000)
+      else
+        local x = gl + slack + 999999
+        redis.call('SET', key, joined, 'PX', (x - fmod(x, 1000000)) / 1000)
+      end
+    end
+  elseif alg ~= 'l' then
+    ki = ki + 1
     if kind == 'k' then
       redis.call('SET', key, val, 'KEEPTTL')
     elseif kind == 'a' then
@@ -267,6 +313,7 @@ for i = 1, m do
       redis.call('SET', key, val, 'PX', (x - fmod(x, 1000000)) / 1000)
     end
   else
+    ki = ki + 1
     local tkey = KEYS[ki]
     ki = ki + 1
     local x = L.ms(lf)

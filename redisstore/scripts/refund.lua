@@ -2,7 +2,8 @@
 --
 -- KEYS[1]   the receipt's key
 -- KEYS[2..] per rule: its guard key when it has a guard, then per charge its
---           state key (a sliding log: the log and its total)
+--           state key (a sliding log: the log and its total), one key
+--           for all the charges of a rule whose limits share one
 -- ARGV[1]   now in µs, or '' for the server's TIME
 -- ARGV[2]   the receipt id (hex)
 -- ARGV[3]   '1' when the receipt is uncertain: its windows come from the
@@ -87,6 +88,11 @@ local rep
 local done = false
 local life, lifes = 1, nil
 local ki = 2
+-- The limits of a rule with several (but a sliding log's) share one key,
+-- their states joined by '|' (see charge.lua): parts holds the states of
+-- the shared key being refunded, part which is next, dirty whether one
+-- changed.
+local parts, part, dirty
 for r = 1, math.max(g, 1) do
   local first, last, gn = 1, m, 0
   local gkey, gp, gstart, gcount, gsame
@@ -116,7 +122,23 @@ for r = 1, math.max(g, 1) do
     local window
     if tw then window = tw[i] else window = tonumber(ARGV[c + 4]) end
     local key, v = KEYS[ki], st[ki]
-    ki = ki + 1
+    -- cont: this charge's state follows the one before it in their key;
+    -- nextin: the next charge's follows this one's.
+    local cont, nextin = alg < 'a', i < m and ARGV[c + 5] < 'a'
+    if cont or nextin then
+      if cont then
+        alg = string.lower(alg)
+      else
+        parts, part, dirty = {}, 0, false
+        if v then
+          for x in string.gmatch(v, '[^|]+') do parts[#parts + 1] = x end
+        end
+      end
+      part = part + 1
+      v = parts[part]
+    end
+    if not nextin then ki = ki + 1 end
+    local newv -- the state after the refund: a string, false to drop it
     local tkey, tv
     if alg == 'l' then
       tkey, tv = KEYS[ki], st[ki]
@@ -146,11 +168,7 @@ for r = 1, math.max(g, 1) do
         local x = tat0 - tat + p - 1
         o, u = RESTORED, (x - fmod(x, p)) / p
         if u > a then u = a end
-        if tat == now then
-          redis.call('DEL', key)
-        else
-          redis.call('SET', key, fmt('%d', tat), 'KEEPTTL')
-        end
+        if tat == now then newv = false else newv = fmt('%d', tat) end
       end
     elseif alg == 'f' then
       if v then
@@ -161,7 +179,7 @@ for r = 1, math.max(g, 1) do
           if tonumber(s) == start then count = tonumber(k) end
           u = a
           if u > count then u = count end
-          redis.call('SET', key, fmt('%d %d', start, count - u), 'KEEPTTL')
+          newv = fmt('%d %d', start, count - u)
           o = RESTORED
         end
       end
@@ -187,9 +205,7 @@ for r = 1, math.max(g, 1) do
           prev = prev - u
           o = RESTORED
         end
-        if o == RESTORED then
-          redis.call('SET', key, fmt('%d %d %d', start, cur, prev), 'KEEPTTL')
-        end
+        if o == RESTORED then newv = fmt('%d %d %d', start, cur, prev) end
       end
     else -- 'l'
       local total = tonumber(tv)
@@ -206,6 +222,21 @@ for r = 1, math.max(g, 1) do
         end
         redis.call('SET', tkey, fmt('%d', total), 'KEEPTTL')
       end
+    end
+    -- Write the state back, keeping the key's expiry: a shared key once,
+    -- after its last charge.
+    if parts then
+      if newv ~= nil then
+        parts[part], dirty = newv or fmt('%d', now), true
+      end
+      if not nextin then
+        if dirty then redis.call('SET', key, table.concat(parts, '|'), 'KEEPTTL') end
+        parts = nil
+      end
+    elseif newv then
+      redis.call('SET', key, newv, 'KEEPTTL')
+    elseif newv == false then
+      redis.call('DEL', key)
     end
     local part
     if o == RESTORED then
