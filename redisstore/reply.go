@@ -14,6 +14,10 @@ const (
 	replyCharged = -2 // the id was charged before: a retried request
 )
 
+// replyGCRA starts the reply of an allowed check whose limits are all
+// GCRA's: the server's time, then the TATs.
+const replyGCRA = 3
+
 // ints reads the integers of a script's text reply, one at a time, without
 // allocating. The reply is strict: integers in decimal, a minus sign the only
 // sign, one space between two and none before the first or after the last.
@@ -51,7 +55,8 @@ func (r *ints) next() (int64, bool) {
 
 // parseCharge fills d from the charge script's reply for m limits (see
 // charge.lua): "1 <per limit: remaining resetAfter> <per limit: window>"
-// for an allowed check, "0 <per limit: allowed remaining resetAfter
+// for an allowed check, "3 <now> <per limit: TAT>" for an allowed check of
+// GCRA limits only (parseGCRA), "0 <per limit: allowed remaining resetAfter
 // retryAfter>" for a denied one, or one of the codes replyVoided and
 // replyCharged, which it returns with d untouched.
 func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err error) {
@@ -91,6 +96,8 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 		}
 		d.Allow()
 		return 0, nil
+	case replyGCRA:
+		return 0, parseGCRA(reply, r, m, d)
 	case 0:
 		denied := false
 		for i := 0; i < m; i++ {
@@ -115,7 +122,45 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 		}
 		return 0, nil
 	}
-	return 0, fmt.Errorf("script returned %q; expected 1, 0 or a code first", reply)
+	return 0, fmt.Errorf("script returned %q; expected 1, 3, 0 or a code first", reply)
+}
+
+// parseGCRA fills d from the rest of an allowed check's reply whose limits,
+// the rules of d's receipt, are all GCRA's: "<now> <per limit: TAT>". Each
+// limit's remaining and resetAfter are computed here as the script computes
+// them (internal/algo.GCRA.Charge): resetAfter = TAT - now, and remaining =
+// floor((n*T - resetAfter) / T) for the emission interval T, which a TAT
+// the limit allowed keeps between 0 and n.
+func parseGCRA(reply string, r ints, m int, d *allowance.Decision) error {
+	now, ok := r.next()
+	if !ok || now < 0 {
+		return fmt.Errorf("script returned %q; expected the time after code %d", reply, replyGCRA)
+	}
+	i := 0
+	for _, rule := range d.Receipt.Rules() {
+		if rule.Algorithm != allowance.GCRA {
+			return fmt.Errorf("script returned %q; code %d is for GCRA limits only, and rule %q is %s", reply, replyGCRA, rule.Name, rule.Algorithm)
+		}
+		for _, l := range rule.Limits {
+			tat, ok := r.next()
+			if !ok {
+				return fmt.Errorf("script returned %q; expected %d integers", reply, 2+m)
+			}
+			t := allowance.EmissionInterval(l)
+			tau := l.Count * t
+			reset := tat - now
+			if reset < 0 || reset > tau {
+				return fmt.Errorf("script returned %q; expected TATs from now to now+%d", reply, tau)
+			}
+			d.SetLimit(i, true, (tau-reset)/t, micros(reset), 0, tat)
+			i++
+		}
+	}
+	if i != m || r.s != "" {
+		return fmt.Errorf("script returned %q; expected %d integers for %d limits", reply, 2+m, m)
+	}
+	d.Allow()
+	return nil
 }
 
 // parseRefund fills out, one outcome per charge, from the refund script's

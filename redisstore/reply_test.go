@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -74,12 +75,74 @@ func TestParseCharge(t *testing.T) {
 	}
 }
 
+func TestParseChargeGCRA(t *testing.T) {
+	// 5/second: T = 200,000 µs, n*T = 1,000,000; 9/minute: T = 6,666,667 µs,
+	// n*T = 60,000,003.
+	gcra := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: []allowance.Rule{{Name: "r", Algorithm: allowance.GCRA, Limits: allowance.Limits{{Count: 5, Period: time.Second}, {Count: 9, Period: time.Minute}}}}}
+	fixed := gcra
+	fixed.Rules = []allowance.Rule{{Name: "r", Algorithm: allowance.FixedWindow, Limits: gcra.Rules[0].Limits}}
+	cases := []struct {
+		name, reply string
+		req         allowance.Request
+		bad         bool
+	}{
+		{name: "allowed", reply: "3 1000000 1400000 7666667", req: gcra},
+		{name: "TAT at now", reply: "3 1000000 1000000 7666667", req: gcra},
+		{name: "TAT before now", reply: "3 1000000 999999 7666667", req: gcra, bad: true},
+		{name: "TAT past the burst", reply: "3 1000000 2000001 7666667", req: gcra, bad: true},
+		{name: "a TAT missing", reply: "3 1000000 1400000", req: gcra, bad: true},
+		{name: "a TAT more", reply: "3 1000000 1400000 7666667 7666667", req: gcra, bad: true},
+		{name: "no time", reply: "3", req: gcra, bad: true},
+		{name: "negative time", reply: "3 -1 1400000 7666667", req: gcra, bad: true},
+		{name: "not GCRA", reply: "3 1000000 1400000 7666667", req: fixed, bad: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var d allowance.Decision
+			d.Reset(tc.req)
+			code, err := parseCharge(tc.reply, 2, &d)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("parseCharge(%q) = %d, nil; want an error", tc.reply, code)
+				}
+				return
+			}
+			if err != nil || code != 0 || !d.Allowed {
+				t.Fatalf("parseCharge(%q) = %d, %v, allowed %v; want 0, nil, allowed", tc.reply, code, err, d.Allowed)
+			}
+			st := d.States()
+			_, _, tat, _ := ints{s: tc.reply}.all4()
+			wantRem := (1_000_000 - (tat - 1_000_000)) / 200_000
+			if st[0].Remaining != wantRem || st[0].ResetAfter != time.Duration(tat-1_000_000)*time.Microsecond {
+				t.Errorf("limit 0: remaining %d, reset %v; want %d, %v", st[0].Remaining, st[0].ResetAfter, wantRem, time.Duration(tat-1_000_000)*time.Microsecond)
+			}
+			if st[1].Remaining != 8 || st[1].ResetAfter != 6_666_667*time.Microsecond {
+				t.Errorf("limit 1: remaining %d, reset %v; want 8, 6.666667s", st[1].Remaining, st[1].ResetAfter)
+			}
+			if w := d.Receipt.Charges()[1].Window; w != 7_666_667 {
+				t.Errorf("limit 1 window %d, want the TAT 7666667", w)
+			}
+		})
+	}
+}
+
+// all4 reads the first four integers of a reply, for tests.
+func (r ints) all4() (a, b, c, d int64) {
+	a, _ = r.next()
+	b, _ = r.next()
+	c, _ = r.next()
+	d, _ = r.next()
+	return a, b, c, d
+}
+
 // FuzzParseCharge: any reply either parses into a Decision that holds what
 // the parser promises, or is refused; nothing panics.
 func FuzzParseCharge(f *testing.F) {
-	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0"} {
+	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0", "3 1000000 1400000 1500000", "3 0 0"} {
 		f.Add(s, uint8(2))
 		f.Add(s, uint8(1))
+		f.Add(s, uint8(1|4))
+		f.Add(s, uint8(2|4))
 	}
 	f.Fuzz(func(t *testing.T, reply string, mb uint8) {
 		m := int(mb%4) + 1
@@ -87,7 +150,11 @@ func FuzzParseCharge(f *testing.F) {
 		for i := 0; i < m; i++ {
 			ls = append(ls, allowance.Limit{Count: int64(i + 1), Period: time.Second})
 		}
-		req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: []allowance.Rule{{Name: "r", Limits: ls}}}
+		alg := allowance.FixedWindow
+		if mb&4 != 0 {
+			alg = allowance.GCRA
+		}
+		req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: []allowance.Rule{{Name: "r", Limits: ls, Algorithm: alg}}}
 		var d allowance.Decision
 		d.Reset(req)
 		code, err := parseCharge(reply, m, &d)
@@ -112,6 +179,13 @@ func FuzzParseCharge(f *testing.F) {
 			for i, c := range d.Receipt.Charges() {
 				if c.Window < 0 {
 					t.Fatalf("parseCharge(%q, %d): charge %d window %d", reply, m, i, c.Window)
+				}
+			}
+			if alg == allowance.GCRA && strings.HasPrefix(reply, "3 ") {
+				for i := 0; i < m; i++ {
+					if st := d.State(i); st.Remaining < 0 || st.Remaining > ls[i].Count {
+						t.Fatalf("parseCharge(%q, %d): GCRA limit %d remaining %d of %d", reply, m, i, st.Remaining, ls[i].Count)
+					}
 				}
 			}
 		}

@@ -15,8 +15,9 @@
 -- charged), "-2" when it was charged before (a retried request; nothing more
 -- charged); for an allowed check 1, then per limit its remaining and
 -- resetAfter (every limit allowed it, with no retryAfter), then per limit
--- the window charged; for a denied check 0, then per limit: allowed,
--- remaining, resetAfter, retryAfter.
+-- the window charged, or, when every limit is GCRA's, 3, now, then per
+-- limit the window charged (its TAT); for a denied check 0, then per limit:
+-- allowed, remaining, resetAfter, retryAfter.
 --
 -- One string, because Redis turns a Lua table into a reply element by
 -- element, which cost more than the rest of the script's Lua; and no more
@@ -51,25 +52,41 @@ local parts, part -- the states in the shared key being read, and which is next
 -- helpers inlined for GCRA and the windows (lib() is made only for the
 -- sliding log and products past 2^53).
 local nv, rr, den
-if multi then nv, rr = {}, {} end
+if multi then
+  -- A table constructor sizes a table once, where filling {} grows it by
+  -- doubling, a reallocation each time: most rules have up to three limits.
+  if m <= 3 then
+    nv, rr = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0}
+  else
+    nv, rr = {}, {}
+  end
+end
 local ok = true
+local allg = true -- every limit is GCRA's: an allowed check's reply is then short
 local life = 0
 local ki = 2
 local allowed, rem, reset, retry, w, val, lf, kind, ws
+local c -- the cost, the same for every limit of a rule
 for i = 1, m do
   local a = 4 * i
-  local alg, n, p, c = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  -- cont: this limit's state follows the one before it in their key;
-  -- nextin: the next limit's follows this one's.
+  local alg, n, p = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  -- cont: this limit's state follows the one before it in their key, and
+  -- is of the same rule; nextin: the next limit's follows this one's.
   local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
+  if not cont then c = tonumber(ARGV[a + 4]) end
   local v
   if cont or nextin then
     if not cont then
       local kv = st
       if not one then kv = st[ki - 1] end
-      parts, part = {}, 0
+      -- Sized once (see nv below); false, as GET answers, for a missing state.
+      parts, part = {false, false, false}, 0
       if kv then
-        for x in string.gmatch(kv, '[^|]+') do parts[#parts + 1] = x end
+        local j = 0
+        for x in string.gmatch(kv, '[^|]+') do
+          j = j + 1
+          parts[j] = x
+        end
       end
     else
       alg = string.lower(alg)
@@ -81,6 +98,7 @@ for i = 1, m do
   else
     v = st[ki - 1]
   end
+  if alg ~= 'g' then allg = false end
   local ends = 0
   allowed, rem, reset, retry, w, val, kind, ws = 0, 0, 0, 0, 0, false, false, false
   if alg == 'g' then
@@ -226,9 +244,15 @@ end
 local wins, mark, tr, ttl
 if ok then
   if multi then
-    local t = {}
-    for i = 1, m do t[i] = nv[5 * i - 1] end
-    wins = table.concat(t, ' ')
+    if m == 2 then
+      wins = nv[4] .. ' ' .. nv[9]
+    elseif m == 3 then
+      wins = nv[4] .. ' ' .. nv[9] .. ' ' .. nv[14]
+    else
+      local t = {}
+      for i = 1, m do t[i] = nv[5 * i - 1] end
+      wins = table.concat(t, ' ')
+    end
   else
     wins = ws
   end
@@ -274,7 +298,7 @@ end
 -- the first pass stand. A shared key takes its limits' states at once, its
 -- expiry kept when every one keeps it, else set to the latest any needs.
 ki = 2
-local gv, gk, gl, gw -- a shared key's states, whether all keep its expiry, the longest life, the latest TAT
+local gv, gn, gk, gl, gw -- a shared key's states and their number, whether all keep its expiry, the longest life, the latest TAT
 for i = 1, m do
   if multi then
     local j = 5 * i
@@ -285,14 +309,15 @@ for i = 1, m do
   local alg = ARGV[a + 1]
   local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
   if cont or nextin then
-    if not cont then gv, gk, gl, gw = {}, true, 0, 0 end
-    gv[#gv + 1] = val
+    if not cont then gv, gn, gk, gl, gw = {0, 0, 0}, 0, true, 0, 0 end
+    gn = gn + 1
+    gv[gn] = val
     if kind ~= 'k' then gk = false end
     if lf > gl then gl = lf end
     if w > gw then gw = w end
     if not nextin then
       ki = ki + 1
-      local joined = table.concat(gv, '|')
+      local joined = table.concat(gv, '|', 1, gn)
       if gk then
         redis.call('SET', key, joined, 'KEEPTTL')
       elseif servertime and (alg == 'G' or alg == 'g') then
@@ -323,6 +348,10 @@ for i = 1, m do
     redis.call('PEXPIRE', key, x)
   end
 end
+-- GCRA's remaining and resetAfter follow from now and the TAT, its window,
+-- so the reply leaves them to the caller: a number formatted costs more
+-- than the rest of a limit's reply.
+if allg then return '3 ' .. fmt('%d', now) .. ' ' .. wins end
 if not multi then return fmt('1 %d %d %s', rem, reset, wins) end
 rr[2 * m + 1] = wins
 return fmt('1 ' .. string.rep('%d %d ', m) .. '%s', unpack(rr))
