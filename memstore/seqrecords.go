@@ -75,17 +75,7 @@ func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
 			r.slots[free] = seqRecord{block: block, bits: bit, exp: exp}
 			return true
 		case s.block == block:
-			if s.exp <= now {
-				// Every id the entry held has expired.
-				*s = seqRecord{block: block, bits: bit, exp: exp}
-				return true
-			}
-			if s.bits&bit != 0 {
-				return false
-			}
-			s.bits |= bit
-			s.exp = max(s.exp, exp)
-			return true
+			return s.claim(bit, exp, now)
 		case s.exp <= now && free < 0:
 			free = int(i)
 		}
@@ -121,6 +111,22 @@ func (r *seqRecords) put(e seqRecord, now int64) {
 			free = int(i)
 		}
 	}
+}
+
+// claim records the id of bit in its block's entry s until at least exp
+// (> now) unless it is held already, and reports whether it recorded it. An
+// entry whose ids have all expired starts afresh.
+func (s *seqRecord) claim(bit uint64, exp, now int64) bool {
+	if s.exp <= now {
+		*s = seqRecord{block: s.block, bits: bit, exp: exp}
+		return true
+	}
+	if s.bits&bit != 0 {
+		return false
+	}
+	s.bits |= bit
+	s.exp = max(s.exp, exp)
+	return true
 }
 
 // release forgets seq, as if it had expired.
@@ -198,16 +204,7 @@ func (o *ownRecords) claim(seq uint64, exp, now int64) bool {
 	c := &o.cur
 	switch {
 	case block == c.block:
-		if c.exp <= now {
-			*c = seqRecord{block: block, bits: bit, exp: exp}
-			return true
-		}
-		if c.bits&bit != 0 {
-			return false
-		}
-		c.bits |= bit
-		c.exp = max(c.exp, exp)
-		return true
+		return c.claim(bit, exp, now)
 	case block > c.block:
 		if c.exp > now {
 			if o.table == nil {

@@ -91,6 +91,33 @@ func ruleKey(base, rule string, a allowance.Algorithm, limits []allowance.Limit)
 	return b.String()
 }
 
+// ruleKeys appends to keys those of the states of r's limits, in the order
+// the scripts read them: one key when they share one (ruleKey), else a key
+// per limit (limitKey), two for a sliding log.
+func ruleKeys(keys []string, base string, r *allowance.Rule) []string {
+	if shared(r.Algorithm, len(r.Limits)) {
+		return append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
+	}
+	for _, l := range r.Limits {
+		k := limitKey(base, r.Name, r.Algorithm, l)
+		keys = append(keys, k)
+		if r.Algorithm == allowance.SlidingLog {
+			keys = append(keys, k+":t")
+		}
+	}
+	return keys
+}
+
+// limitCode is the algorithm letter the scripts' arguments give r's j-th
+// limit: in upper case when its state follows the one before it in a
+// shared key.
+func limitCode(r *allowance.Rule, j int) string {
+	if j > 0 && shared(r.Algorithm, len(r.Limits)) {
+		return contCode(r.Algorithm)
+	}
+	return algCode(r.Algorithm)
+}
+
 // limitKey is "<base><rule>:<alg>:<count>:<period in seconds>"; a sliding
 // log's total lives beside it at the same key plus ":t".
 func limitKey(base, rule string, a allowance.Algorithm, l allowance.Limit) string {

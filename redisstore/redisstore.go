@@ -219,24 +219,9 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	for i := range req.Rules {
 		r := &req.Rules[i]
 		amount := strconv.FormatInt(r.Amount(), 10)
-		if shared(r.Algorithm, len(r.Limits)) {
-			keys = append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
-		}
+		keys = ruleKeys(keys, base, r)
 		for j, l := range r.Limits {
-			code := algCode(r.Algorithm)
-			switch {
-			case shared(r.Algorithm, len(r.Limits)):
-				if j > 0 {
-					code = contCode(r.Algorithm)
-				}
-			default:
-				k := limitKey(base, r.Name, r.Algorithm, l)
-				keys = append(keys, k)
-				if r.Algorithm == allowance.SlidingLog {
-					keys = append(keys, k+":t")
-				}
-			}
-			args = append(args, code, strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
+			args = append(args, limitCode(r, j), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
 		}
 	}
 	reply, err := s.c.evalText(ctx, scriptCharge, keys, args)
@@ -394,26 +379,11 @@ func (s *Store) Peek(ctx context.Context, identity string, rules []allowance.Rul
 	keys := make([]string, 0, 2*m)
 	args := make([]string, 0, 2+3*m)
 	args = append(args, s.clockArg(), strconv.Itoa(m))
-	for _, r := range rules {
-		sh := shared(r.Algorithm, len(r.Limits))
-		if sh {
-			keys = append(keys, ruleKey(base, r.Name, r.Algorithm, r.Limits))
-		}
+	for i := range rules {
+		r := &rules[i]
+		keys = ruleKeys(keys, base, r)
 		for j, l := range r.Limits {
-			code := algCode(r.Algorithm)
-			switch {
-			case sh:
-				if j > 0 {
-					code = contCode(r.Algorithm)
-				}
-			default:
-				k := limitKey(base, r.Name, r.Algorithm, l)
-				keys = append(keys, k)
-				if r.Algorithm == allowance.SlidingLog {
-					keys = append(keys, k+":t")
-				}
-			}
-			args = append(args, code, strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10))
+			args = append(args, limitCode(r, j), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10))
 		}
 	}
 	vals, err := s.c.eval(ctx, scriptPeek, keys, args)
