@@ -90,9 +90,9 @@ local life, lifes = 1, nil
 local ki = 2
 -- The limits of a rule with several (but a sliding log's) share one key,
 -- their states joined by '|' (see charge.lua): parts holds the states of
--- the shared key being refunded, part which is next, dirty whether one
+-- the shared key being refunded, pos which is next, dirty whether one
 -- changed.
-local parts, part, dirty
+local parts, pos, dirty
 for r = 1, math.max(g, 1) do
   local first, last, gn = 1, m, 0
   local gkey, gp, gstart, gcount, gsame
@@ -129,13 +129,13 @@ for r = 1, math.max(g, 1) do
       if cont then
         alg = string.lower(alg)
       else
-        parts, part, dirty = {}, 0, false
+        parts, pos, dirty = {}, 0, false
         if v then
           for x in string.gmatch(v, '[^|]+') do parts[#parts + 1] = x end
         end
       end
-      part = part + 1
-      v = parts[part]
+      pos = pos + 1
+      v = parts[pos]
     end
     if not nextin then ki = ki + 1 end
     local newv -- the state after the refund: a string, false to drop it
@@ -227,7 +227,7 @@ for r = 1, math.max(g, 1) do
     -- after its last charge.
     if parts then
       if newv ~= nil then
-        parts[part], dirty = newv or fmt('%d', now), true
+        parts[pos], dirty = newv or fmt('%d', now), true
       end
       if not nextin then
         if dirty then redis.call('SET', key, table.concat(parts, '|'), 'KEEPTTL') end
