@@ -83,7 +83,11 @@ end
 -- must last: while any charge could still be refunded (Receipt.Expiry);
 -- lifes, when set, is now+life as the caller wrote it.
 local out
-if m > 1 then out = {} end
+if m > 1 then
+  -- A table constructor sizes a table once, where filling {} grows it by
+  -- doubling, a reallocation each time: most rules have up to three limits.
+  if m <= 3 then out = {0, 0, 0} else out = {} end
+end
 local rep
 local done = false
 local life, lifes = 1, nil
@@ -92,7 +96,7 @@ local ki = 2
 -- their states joined by '|' (see charge.lua): parts holds the states of
 -- the shared key being refunded, pos which is next, dirty whether one
 -- changed.
-local parts, pos, dirty
+local parts, pos, dirty, nparts -- nparts: how many states the key held
 for r = 1, math.max(g, 1) do
   local first, last, gn = 1, m, 0
   local gkey, gp, gstart, gcount, gsame
@@ -129,10 +133,15 @@ for r = 1, math.max(g, 1) do
       if cont then
         alg = string.lower(alg)
       else
-        parts, pos, dirty = {}, 0, false
+        parts, pos, dirty = {false, false, false}, 0, false
+        local j = 0
         if v then
-          for x in string.gmatch(v, '[^|]+') do parts[#parts + 1] = x end
+          for x in string.gmatch(v, '[^|]+') do
+            j = j + 1
+            parts[j] = x
+          end
         end
+        nparts = j
       end
       pos = pos + 1
       v = parts[pos]
@@ -230,7 +239,7 @@ for r = 1, math.max(g, 1) do
         parts[pos], dirty = newv or fmt('%d', now), true
       end
       if not nextin then
-        if dirty then redis.call('SET', key, table.concat(parts, '|'), 'KEEPTTL') end
+        if dirty then redis.call('SET', key, table.concat(parts, '|', 1, nparts), 'KEEPTTL') end
         parts = nil
       end
     elseif newv then
@@ -268,5 +277,5 @@ if done then
   local x = life + slack + 999999
   redis.call('SET', rk, 'r' .. (lifes or fmt('%d', now + life)), 'PX', (x - fmod(x, 1000000)) / 1000)
 end
-if out then return table.concat(out, ' ') end
+if out then return table.concat(out, ' ', 1, m) end
 return rep
