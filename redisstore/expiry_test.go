@@ -80,3 +80,58 @@ func testKeysOutliveTheirState(ctx context.Context, t *testing.T, c *redis.Clien
 		}
 	}
 }
+
+// TestRefundAfterRollKeepsKeyAlive: a sliding window's charge refunded
+// after its window ended (into the previous window's count) leaves the
+// state in its window, so the next charge, in the new window, sets the
+// key's expiry for that window rather than keeping the old one. A refund
+// that rolled the state forward made that charge keep an expiry set for
+// the window before, which ended a period too soon.
+func TestRefundAfterRollKeepsKeyAlive(t *testing.T) {
+	addr := redistest.Server(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	s, err := NewGoRedis(c, WithPrefix("roll:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := allowance.Limit{Count: 1000, Period: time.Second}
+	for _, limits := range []allowance.Limits{{second}, {second, {Count: 1000, Period: 3 * time.Second}}} {
+		t.Run(fmt.Sprintf("%d-limits", len(limits)), func(t *testing.T) {
+			rule := allowance.Rule{Name: fmt.Sprintf("roll-%d", len(limits)), Limits: limits, Algorithm: allowance.SlidingWindow}
+			l, err := allowance.NewLimiter(s, rule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := l.Check(ctx, "alice")
+			if err != nil || !d.Allowed {
+				t.Fatalf("check: allowed=%v err=%v", d.Allowed, err)
+			}
+			// Into the next one-second window, on the server's clock (this
+			// machine's).
+			start := d.Receipt.Charges()[0].Window
+			time.Sleep(time.Until(time.UnixMicro(start + second.Period.Microseconds() + 50_000)))
+			res, err := l.Refund(ctx, &d.Receipt)
+			if err != nil || !res.Restored() {
+				t.Fatalf("refund after the window ended: %+v, %v; want restored (into the previous window)", res, err)
+			}
+			if d, err = l.Check(ctx, "alice"); err != nil || !d.Allowed {
+				t.Fatalf("second check: allowed=%v err=%v", d.Allowed, err)
+			}
+			pttl, err := c.PTTL(ctx, ruleKey(s.identityBase("alice"), rule.Name, rule.Algorithm, limits)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := l.Peek(ctx, "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range u {
+				if u.Used > 0 && pttl < u.ResetAfter {
+					t.Errorf("key expires in %v, the state of %s ends in %v", pttl, u.Limit, u.ResetAfter)
+				}
+			}
+		})
+	}
+}

@@ -179,6 +179,10 @@ for r = 1, math.max(g, 1) do
         if u > a then u = a end
         if tat == now then newv = false else newv = fmt('%d', tat) end
       end
+    -- The windows give back units in the window their state holds, never
+    -- rolling it to a later one: a charge that then found the state in its
+    -- own window would keep the key's expiry (KEEPTTL), which was set for
+    -- the earlier window and ends too soon.
     elseif alg == 'f' then
       if v then
         local start = now - fmod(now, p)
@@ -188,33 +192,28 @@ for r = 1, math.max(g, 1) do
           if tonumber(s) == start then count = tonumber(k) end
           u = a
           if u > count then u = count end
-          newv = fmt('%d %d', start, count - u)
+          if u > 0 then newv = fmt('%d %d', start, count - u) end
           o = RESTORED
         end
       end
     elseif alg == 's' then
       if v then
         local start = now - fmod(now, p)
-        local cur, prev = 0, 0
-        local s, k, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
-        s = tonumber(s)
-        if s == start then
-          cur, prev = tonumber(k), tonumber(q)
-        elseif s == start - p then
-          prev = tonumber(k)
-        end
-        if window == start then
+        if window == start or window == start - p then
+          -- The state's current window is start, or start - p before a
+          -- charge of start's rolled it; the charge is in either.
+          local s, k, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)')
+          s, k, q = tonumber(s), tonumber(k), tonumber(q)
+          local held = 0
+          if window == s then held = k elseif window == s - p then held = q end
           u = a
-          if u > cur then u = cur end
-          cur = cur - u
-          o = RESTORED
-        elseif window == start - p then
-          u = a
-          if u > prev then u = prev end
-          prev = prev - u
+          if u > held then u = held end
+          if u > 0 then
+            if window == s then k = k - u else q = q - u end
+            newv = fmt('%d %d %d', s, k, q)
+          end
           o = RESTORED
         end
-        if o == RESTORED then newv = fmt('%d %d %d', start, cur, prev) end
       end
     else -- 'l'
       local total = tonumber(tv)
