@@ -46,18 +46,8 @@ func testKeysOutliveTheirState(ctx context.Context, t *testing.T, c *redis.Clien
 	key := ruleKey(s.identityBase("alice"), rule.Name, alg, limits)
 	check := func(step int) {
 		t.Helper()
-		pttl, err := c.PTTL(ctx, key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := l.Peek(ctx, "alice")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range u {
-			if u.Used > 0 && pttl < u.ResetAfter {
-				t.Fatalf("step %d: key expires in %v, the state of %s ends in %v", step, pttl, u.Limit, u.ResetAfter)
-			}
+		if err := keyOutlivesState(ctx, c, l, key, "alice"); err != nil {
+			t.Fatalf("step %d: %v", step, err)
 		}
 	}
 	var last allowance.Decision
@@ -119,19 +109,28 @@ func TestRefundAfterRollKeepsKeyAlive(t *testing.T) {
 			if d, err = l.Check(ctx, "alice"); err != nil || !d.Allowed {
 				t.Fatalf("second check: allowed=%v err=%v", d.Allowed, err)
 			}
-			pttl, err := c.PTTL(ctx, ruleKey(s.identityBase("alice"), rule.Name, rule.Algorithm, limits)).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			u, err := l.Peek(ctx, "alice")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, u := range u {
-				if u.Used > 0 && pttl < u.ResetAfter {
-					t.Errorf("key expires in %v, the state of %s ends in %v", pttl, u.Limit, u.ResetAfter)
-				}
+			if err := keyOutlivesState(ctx, c, l, ruleKey(s.identityBase("alice"), rule.Name, rule.Algorithm, limits), "alice"); err != nil {
+				t.Error(err)
 			}
 		})
 	}
+}
+
+// keyOutlivesState reports an error unless the state key of l's rule for
+// identity expires no earlier than the state of every limit it holds ends.
+func keyOutlivesState(ctx context.Context, c *redis.Client, l *allowance.Limiter, key, identity string) error {
+	pttl, err := c.PTTL(ctx, key).Result()
+	if err != nil {
+		return err
+	}
+	us, err := l.Peek(ctx, identity)
+	if err != nil {
+		return err
+	}
+	for _, u := range us {
+		if u.Used > 0 && pttl < u.ResetAfter {
+			return fmt.Errorf("key expires in %v, the state of %s ends in %v", pttl, u.Limit, u.ResetAfter)
+		}
+	}
+	return nil
 }
