@@ -94,24 +94,35 @@ func TestRefundAfterRollKeepsKeyAlive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := l.Check(ctx, "alice")
-			if err != nil || !d.Allowed {
-				t.Fatalf("check: allowed=%v err=%v", d.Allowed, err)
+			// A machine that stalls for most of a second can make the refund
+			// miss the window after the charge's: then try again.
+			for attempt := range 3 {
+				id := fmt.Sprintf("alice-%d", attempt)
+				d, err := l.Check(ctx, id)
+				if err != nil || !d.Allowed {
+					t.Fatalf("check: allowed=%v err=%v", d.Allowed, err)
+				}
+				// Into the next one-second window, on the server's clock
+				// (this machine's).
+				p := second.Period.Microseconds()
+				start := d.Receipt.Charges()[0].Window
+				time.Sleep(time.Until(time.UnixMicro(start + p + 50_000)))
+				res, err := l.Refund(ctx, &d.Receipt)
+				if err == nil && !res.Restored() && time.Now().UnixMicro() >= start+2*p {
+					continue
+				}
+				if err != nil || !res.Restored() {
+					t.Fatalf("refund after the window ended: %+v, %v; want restored (into the previous window)", res, err)
+				}
+				if d, err = l.Check(ctx, id); err != nil || !d.Allowed {
+					t.Fatalf("second check: allowed=%v err=%v", d.Allowed, err)
+				}
+				if err := keyOutlivesState(ctx, c, l, ruleKey(s.identityBase(id), rule.Name, rule.Algorithm, limits), id); err != nil {
+					t.Error(err)
+				}
+				return
 			}
-			// Into the next one-second window, on the server's clock (this
-			// machine's).
-			start := d.Receipt.Charges()[0].Window
-			time.Sleep(time.Until(time.UnixMicro(start + second.Period.Microseconds() + 50_000)))
-			res, err := l.Refund(ctx, &d.Receipt)
-			if err != nil || !res.Restored() {
-				t.Fatalf("refund after the window ended: %+v, %v; want restored (into the previous window)", res, err)
-			}
-			if d, err = l.Check(ctx, "alice"); err != nil || !d.Allowed {
-				t.Fatalf("second check: allowed=%v err=%v", d.Allowed, err)
-			}
-			if err := keyOutlivesState(ctx, c, l, ruleKey(s.identityBase("alice"), rule.Name, rule.Algorithm, limits), "alice"); err != nil {
-				t.Error(err)
-			}
+			t.Fatal("the refund missed the window after its charge's three times: the machine is too slow for this test")
 		})
 	}
 }
