@@ -58,10 +58,27 @@ func (r *seqRecords) has(seq uint64, now int64) bool {
 // claim records seq until at least exp (> now) unless it is held already,
 // and reports whether it recorded it.
 func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
+	return r.entry(seq/64, now).claim(uint64(1)<<(seq%64), exp, now)
+}
+
+// put holds e, a live entry, merging it with the entry of its block if there
+// is one.
+func (r *seqRecords) put(e seqRecord, now int64) {
+	s := r.entry(e.block, now)
+	if s.exp > now {
+		e.bits |= s.bits
+		e.exp = max(e.exp, s.exp)
+	}
+	*s = e
+}
+
+// entry returns the slot of block's entry, live or expired, or else a slot
+// for one, empty (exp 0) but for its block: the caller fills it at once. It
+// is one probe sequence, which reuses the first expired slot on its way.
+func (r *seqRecords) entry(block uint64, now int64) *seqRecord {
 	if (r.used+1)*4 > len(r.slots)*3 {
 		r.rebuild(now, 1)
 	}
-	block, bit := seq/64, uint64(1)<<(seq%64)
 	mask := uint64(len(r.slots) - 1)
 	free := -1
 	for i := r.index(block); ; i = (i + 1) & mask {
@@ -72,41 +89,10 @@ func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
 				free = int(i)
 				r.used++
 			}
-			r.slots[free] = seqRecord{block: block, bits: bit, exp: exp}
-			return true
+			r.slots[free] = seqRecord{block: block}
+			return &r.slots[free]
 		case s.block == block:
-			return s.claim(bit, exp, now)
-		case s.exp <= now && free < 0:
-			free = int(i)
-		}
-	}
-}
-
-// put holds e, a live entry, merging it with the entry of its block if there
-// is one.
-func (r *seqRecords) put(e seqRecord, now int64) {
-	if (r.used+1)*4 > len(r.slots)*3 {
-		r.rebuild(now, 1)
-	}
-	mask := uint64(len(r.slots) - 1)
-	free := -1
-	for i := r.index(e.block); ; i = (i + 1) & mask {
-		s := &r.slots[i]
-		switch {
-		case s.exp == 0:
-			if free < 0 {
-				free = int(i)
-				r.used++
-			}
-			r.slots[free] = e
-			return
-		case s.block == e.block:
-			if s.exp > now {
-				e.bits |= s.bits
-				e.exp = max(e.exp, s.exp)
-			}
-			*s = e
-			return
+			return s
 		case s.exp <= now && free < 0:
 			free = int(i)
 		}
