@@ -213,9 +213,9 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	}
 	base := s.identityBase(req.Identity)
 	keys := make([]string, 0, 1+2*m)
-	args := make([]string, 0, 4+4*m)
+	args := make([]string, 0, 3+4*m)
 	keys = append(keys, receiptKey(base, req.ID))
-	args = append(args, s.clockArg(), req.ID.String(), s.traceTTL, strconv.Itoa(m))
+	args = append(args, s.clockArg(), req.ID.String(), s.traceTTL)
 	for i := range req.Rules {
 		r := &req.Rules[i]
 		amount := strconv.FormatInt(r.Amount(), 10)

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -55,7 +56,7 @@ func (r *ints) next() (int64, bool) {
 
 // parseCharge fills d from the charge script's reply for m limits (see
 // charge.lua): "1 <per limit: remaining resetAfter> <per limit: window>"
-// for an allowed check, "3 <now> <per limit: TAT>" for an allowed check of
+// for an allowed check, "3 <s> <µs> <per limit: TAT>" for an allowed check of
 // GCRA limits only (parseGCRA), "0 <per limit: allowed remaining resetAfter
 // retryAfter>" for a denied one, or one of the codes replyVoided and
 // replyCharged, which it returns with d untouched.
@@ -126,16 +127,20 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 }
 
 // parseGCRA fills d from the rest of an allowed check's reply whose limits,
-// the rules of d's receipt, are all GCRA's: "<now> <per limit: TAT>". Each
+// the rules of d's receipt, are all GCRA's: "<s> <µs> <per limit: TAT>", the
+// time now being s seconds and µs microseconds (the server's TIME; a test
+// clock's time comes as 0 seconds and its microseconds). Each
 // limit's remaining and resetAfter are computed here as the script computes
 // them (internal/algo.GCRA.Charge): resetAfter = TAT - now, and remaining =
 // floor((n*T - resetAfter) / T) for the emission interval T, which a TAT
 // the limit allowed keeps between 0 and n.
 func parseGCRA(reply string, r ints, m int, d *allowance.Decision) error {
-	now, ok := r.next()
-	if !ok || now < 0 {
-		return fmt.Errorf("script returned %q; expected the time after code %d", reply, replyGCRA)
+	sec, ok1 := r.next()
+	us, ok2 := r.next()
+	if !ok1 || !ok2 || sec < 0 || us < 0 || sec > (math.MaxInt64-us)/1e6 {
+		return fmt.Errorf("script returned %q; expected the time as seconds and microseconds after code %d", reply, replyGCRA)
 	}
+	now := sec*1e6 + us
 	i := 0
 	for _, rule := range d.Receipt.Rules() {
 		if rule.Algorithm != allowance.GCRA {
@@ -144,7 +149,7 @@ func parseGCRA(reply string, r ints, m int, d *allowance.Decision) error {
 		for _, l := range rule.Limits {
 			tat, ok := r.next()
 			if !ok {
-				return fmt.Errorf("script returned %q; expected %d integers", reply, 2+m)
+				return fmt.Errorf("script returned %q; expected %d integers", reply, 3+m)
 			}
 			t := allowance.EmissionInterval(l)
 			tau := l.Count * t
@@ -157,7 +162,7 @@ func parseGCRA(reply string, r ints, m int, d *allowance.Decision) error {
 		}
 	}
 	if i != m || r.s != "" {
-		return fmt.Errorf("script returned %q; expected %d integers for %d limits", reply, 2+m, m)
+		return fmt.Errorf("script returned %q; expected %d integers for %d limits", reply, 3+m, m)
 	}
 	d.Allow()
 	return nil

@@ -86,15 +86,19 @@ func TestParseChargeGCRA(t *testing.T) {
 		req         allowance.Request
 		bad         bool
 	}{
-		{name: "allowed", reply: "3 1000000 1400000 7666667", req: gcra},
-		{name: "TAT at now", reply: "3 1000000 1000000 7666667", req: gcra},
-		{name: "TAT before now", reply: "3 1000000 999999 7666667", req: gcra, bad: true},
-		{name: "TAT past the burst", reply: "3 1000000 2000001 7666667", req: gcra, bad: true},
-		{name: "a TAT missing", reply: "3 1000000 1400000", req: gcra, bad: true},
-		{name: "a TAT more", reply: "3 1000000 1400000 7666667 7666667", req: gcra, bad: true},
+		{name: "allowed", reply: "3 1 0 1400000 7666667", req: gcra},
+		{name: "allowed, a test clock's time", reply: "3 0 1000000 1400000 7666667", req: gcra},
+		{name: "TAT at now", reply: "3 1 0 1000000 7666667", req: gcra},
+		{name: "TAT before now", reply: "3 1 0 999999 7666667", req: gcra, bad: true},
+		{name: "TAT past the burst", reply: "3 1 0 2000001 7666667", req: gcra, bad: true},
+		{name: "a TAT missing", reply: "3 1 0 1400000", req: gcra, bad: true},
+		{name: "a TAT more", reply: "3 1 0 1400000 7666667 7666667", req: gcra, bad: true},
 		{name: "no time", reply: "3", req: gcra, bad: true},
-		{name: "negative time", reply: "3 -1 1400000 7666667", req: gcra, bad: true},
-		{name: "not GCRA", reply: "3 1000000 1400000 7666667", req: fixed, bad: true},
+		{name: "no microseconds", reply: "3 1", req: gcra, bad: true},
+		{name: "negative seconds", reply: "3 -1 0 1400000 7666667", req: gcra, bad: true},
+		{name: "negative microseconds", reply: "3 1 -1 1400000 7666667", req: gcra, bad: true},
+		{name: "time past int64", reply: "3 9223372036854 775808 1400000 7666667", req: gcra, bad: true},
+		{name: "not GCRA", reply: "3 1 0 1400000 7666667", req: fixed, bad: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,7 +115,7 @@ func TestParseChargeGCRA(t *testing.T) {
 				t.Fatalf("parseCharge(%q) = %d, %v, allowed %v; want 0, nil, allowed", tc.reply, code, err, d.Allowed)
 			}
 			st := d.States()
-			_, _, tat, _ := ints{s: tc.reply}.all4()
+			_, _, _, tat := ints{s: tc.reply}.all4()
 			wantRem := (1_000_000 - (tat - 1_000_000)) / 200_000
 			if st[0].Remaining != wantRem || st[0].ResetAfter != time.Duration(tat-1_000_000)*time.Microsecond {
 				t.Errorf("limit 0: remaining %d, reset %v; want %d, %v", st[0].Remaining, st[0].ResetAfter, wantRem, time.Duration(tat-1_000_000)*time.Microsecond)
@@ -138,7 +142,7 @@ func (r ints) all4() (a, b, c, d int64) {
 // FuzzParseCharge: any reply either parses into a Decision that holds what
 // the parser promises, or is refused; nothing panics.
 func FuzzParseCharge(f *testing.F) {
-	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0", "3 1000000 1400000 1500000", "3 0 0"} {
+	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0", "3 1 0 1400000 1500000", "3 0 1000000 1400000", "3 0 0"} {
 		f.Add(s, uint8(2))
 		f.Add(s, uint8(1))
 		f.Add(s, uint8(1|4))

@@ -11,13 +11,13 @@
 local L = lib()
 local idiv, fixedroll, slidingroll, estimate, slidingreset = L.idiv, L.fixedroll, L.slidingroll, L.estimate, L.slidingreset
 local emission, logexpired, loglast = L.emission, L.logexpired, L.loglast
-local m = tonumber(ARGV[2])
+local m = ARGV[2] + 0
 local out = {}
 local ki = 1
 local parts, part
 for i = 1, m do
   local a = 2 + (i - 1) * 3
-  local alg, n, p = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local alg, n, p = ARGV[a + 1], ARGV[a + 2] + 0, ARGV[a + 3] + 0
   local key = KEYS[ki]
   -- v reads the limit's state: its key's value, or its part of a shared
   -- key's (cont: it follows the limit before; nextin: the next follows it).

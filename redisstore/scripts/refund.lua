@@ -36,9 +36,9 @@
 local RESTORED, ENDED, DECLINED = 1, 2, 4
 
 local rk = KEYS[1]
-local m = tonumber(ARGV[5])
+local m = ARGV[5] + 0
 local g = 0
-if ARGV[6] ~= '0' then g = tonumber(ARGV[6]) end
+if ARGV[6] ~= '0' then g = ARGV[6] + 0 end
 local fmod, fmt = math.fmod, string.format
 local L -- lib(), made only for the sliding log
 
@@ -68,7 +68,7 @@ if ARGV[3] == '1' then
     -- The charge was never applied (or was denied): void the id so that it
     -- never can be. Lifetimes are common.lua's ms, inlined: microseconds
     -- rounded up to a whole second, in milliseconds.
-    local life = math.max(tonumber(ARGV[4]), 1)
+    local life = math.max(ARGV[4] + 0, 1)
     local x = life + slack + 999999
     redis.call('SET', rk, 'v' .. fmt('%d', now + life), 'PX', (x - fmod(x, 1000000)) / 1000)
     return string.rep('5 0 ', m - 1) .. '5 0' -- not charged
@@ -102,11 +102,11 @@ for r = 1, math.max(g, 1) do
   local gkey, gp, gstart, gcount, gsame
   if g > 0 then
     local b = 2 + 4 * m + 4 * r
-    first, last, gn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    first, last, gn = ARGV[b + 1] + 0, ARGV[b + 2] + 0, ARGV[b + 3] + 0
   end
   local declined = false
   if gn > 0 then
-    gp = tonumber(ARGV[2 + 4 * m + 4 * r + 4])
+    gp = ARGV[2 + 4 * m + 4 * r + 4] + 0
     gkey = KEYS[ki]
     local v = st[ki]
     ki = ki + 1
@@ -122,9 +122,9 @@ for r = 1, math.max(g, 1) do
   local restored = false
   for i = first, last do
     local c = 2 + 4 * i
-    local alg, p, as = ARGV[c + 1], tonumber(ARGV[c + 2]), ARGV[c + 3]
+    local alg, p, as = ARGV[c + 1], ARGV[c + 2] + 0, ARGV[c + 3]
     local window
-    if tw then window = tw[i] else window = tonumber(ARGV[c + 4]) end
+    if tw then window = tw[i] else window = ARGV[c + 4] + 0 end
     local key, v = KEYS[ki], st[ki]
     -- cont: this charge's state follows the one before it in their key;
     -- nextin: the next charge's follows this one's.
