@@ -107,8 +107,9 @@ func newStore(c client, opts []Option) (*Store, error) {
 
 // Open connects to the Redis at url with a rueidis client and checks that it
 // answers. url is "redis://[user:password@]host:port[/db]" ("rediss://" for
-// TLS; rueidis also reads options such as "?dial_timeout=1s"). Close closes
-// the client.
+// TLS; rueidis also reads options such as "?dial_timeout=1s"). With
+// "?master_set=name" the address is a Sentinel's, and the store uses the
+// primary it names, following failovers. Close closes the client.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	o, err := rueidis.ParseURL(url)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Package redistest starts real redis-server processes for tests: a single
-// node on a free loopback port, or a three-master Redis Cluster. Everything it
-// starts is stopped by the test's Cleanup.
+// node on a free loopback port, a three-master Redis Cluster, or a master
+// with a replica watched by a Sentinel. Everything it starts is stopped by
+// the test's Cleanup.
 //
 // When redis-server (or redis-cli, for a Cluster) is not on PATH the test is
 // skipped with a message saying how to install it, except when the
@@ -17,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +45,7 @@ type Instance struct {
 	bin   string
 	port  int
 	dir   string
+	conf  string // a config file to start with (a Sentinel's), or ""
 	extra []string
 
 	mu     sync.Mutex
@@ -56,10 +59,24 @@ type Instance struct {
 // after the defaults (such as "--cluster-enabled", "yes").
 func Start(t testing.TB, extra ...string) *Instance {
 	t.Helper()
+	return startWith(t, nil, extra)
+}
+
+// startWith is Start with a config file: conf, when not nil, returns the
+// file's text for the port the server will listen on, written to its
+// directory and passed first.
+func startWith(t testing.TB, conf func(port int) string, extra []string) *Instance {
+	t.Helper()
 	bin := lookPath(t, "redis-server")
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		in := &Instance{t: t, bin: bin, port: freePort(t), dir: t.TempDir(), extra: extra}
+		if conf != nil {
+			in.conf = filepath.Join(in.dir, "redis.conf")
+			if err := os.WriteFile(in.conf, []byte(conf(in.port)), 0o600); err != nil {
+				t.Fatalf("redistest: write %s: %v", in.conf, err)
+			}
+		}
 		if lastErr = in.start(); lastErr == nil {
 			t.Cleanup(in.Stop)
 			return in
@@ -123,6 +140,9 @@ func (in *Instance) start() error {
 		"--logfile", "",
 	}
 	args = append(args, in.extra...)
+	if in.conf != "" {
+		args = append([]string{in.conf}, args...)
+	}
 	cmd := exec.Command(in.bin, args...)
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
@@ -206,6 +226,94 @@ func Cluster(t testing.TB) []string {
 		}
 	}
 	return addrs
+}
+
+// MasterSet is the name under which Sentinel's Sentinel monitors its master.
+const MasterSet = "allowance"
+
+// SentinelGroup is a master, one replica of it, and one Sentinel that
+// monitors them, started by Sentinel.
+type SentinelGroup struct {
+	t                         testing.TB
+	Master, Replica, Sentinel *Instance
+}
+
+// Sentinel starts a master and a replica of it on free loopback ports and a
+// Sentinel that monitors the master as MasterSet with a quorum of one and
+// timeouts of a few seconds, and waits until the replica has synced and the
+// Sentinel sees both. Clients connect to the Sentinel's Addr and ask it for
+// MasterSet. Everything is stopped by t.Cleanup.
+func Sentinel(t testing.TB) *SentinelGroup {
+	t.Helper()
+	master := Start(t)
+	replica := Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	waitInfo(t, replica.Addr(), "replication", "master_link_status:up")
+	sentinel := startWith(t, func(int) string {
+		return fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n"+
+			"sentinel down-after-milliseconds %[1]s 2000\n"+
+			"sentinel failover-timeout %[1]s 10000\n", MasterSet, master.port)
+	}, []string{"--sentinel"})
+	g := &SentinelGroup{t: t, Master: master, Replica: replica, Sentinel: sentinel}
+	waitInfo(t, sentinel.Addr(), "sentinel", fmt.Sprintf("name=%s,status=ok,address=%s,slaves=1,", MasterSet, master.Addr()))
+	return g
+}
+
+// MasterAddr returns the address of the master the Sentinel reports.
+func (g *SentinelGroup) MasterAddr() string {
+	g.t.Helper()
+	info, err := Command(g.Sentinel.Addr(), "INFO", "sentinel")
+	if err != nil {
+		g.t.Fatalf("redistest: INFO sentinel: %v", err)
+	}
+	_, rest, ok := strings.Cut(info, "name="+MasterSet+",")
+	if !ok {
+		g.t.Fatalf("redistest: the Sentinel does not monitor %s: %q", MasterSet, info)
+	}
+	_, rest, ok = strings.Cut(rest, "address=")
+	addr, _, _ := strings.Cut(rest, ",")
+	if !ok || addr == "" {
+		g.t.Fatalf("redistest: no master address in %q", info)
+	}
+	return addr
+}
+
+// Failover makes the Sentinel promote the replica (SENTINEL FAILOVER) and
+// waits until the Sentinel reports the replica as the master and the
+// replica says it is one. Master and Replica change places.
+func (g *SentinelGroup) Failover() {
+	g.t.Helper()
+	// A Sentinel that has not yet read the replica's own INFO (it does every
+	// few seconds) answers NOGOODSLAVE: ask again until it accepts.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		_, err := Command(g.Sentinel.Addr(), "SENTINEL", "FAILOVER", MasterSet)
+		if err == nil {
+			break
+		}
+		if !strings.HasPrefix(err.Error(), "NOGOODSLAVE") || time.Now().After(deadline) {
+			g.t.Fatalf("redistest: SENTINEL FAILOVER %s: %v", MasterSet, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitInfo(g.t, g.Sentinel.Addr(), "sentinel", fmt.Sprintf("name=%s,status=ok,address=%s,", MasterSet, g.Replica.Addr()))
+	waitInfo(g.t, g.Replica.Addr(), "replication", "role:master")
+	g.Master, g.Replica = g.Replica, g.Master
+}
+
+// waitInfo waits until INFO section on addr contains want.
+func waitInfo(t testing.TB, addr, section, want string) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		info, err := Command(addr, "INFO", section)
+		if err == nil && strings.Contains(info, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: INFO %s on %s does not say %q within %v: %v %q", section, addr, want, startTimeout, err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Command sends one command to the Redis server at addr over a fresh

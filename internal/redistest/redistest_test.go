@@ -48,3 +48,27 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestSentinel(t *testing.T) {
+	g := Sentinel(t)
+	if got := g.MasterAddr(); got != g.Master.Addr() {
+		t.Fatalf("MasterAddr = %s; want the master %s", got, g.Master.Addr())
+	}
+	if _, err := Command(g.Master.Addr(), "SET", "k", "v"); err != nil {
+		t.Fatalf("SET on the master: %v", err)
+	}
+	if _, err := Command(g.Master.Addr(), "WAIT", "1", "5000"); err != nil {
+		t.Fatalf("WAIT: %v", err)
+	}
+	old := g.Master.Addr()
+	g.Failover()
+	if g.Replica.Addr() != old || g.MasterAddr() != g.Master.Addr() {
+		t.Fatalf("after Failover: master %s, replica %s, Sentinel says %s; want the old master %s as the replica", g.Master.Addr(), g.Replica.Addr(), g.MasterAddr(), old)
+	}
+	if v, err := Command(g.Master.Addr(), "GET", "k"); err != nil || v != "v" {
+		t.Fatalf("GET on the new master = %q, %v; want the replicated v", v, err)
+	}
+	if _, err := Command(g.Master.Addr(), "SET", "k", "w"); err != nil {
+		t.Fatalf("SET on the new master: %v", err)
+	}
+}
