@@ -311,6 +311,10 @@ for i = 1, m do
   local a = 4 * i - 1
   local alg = ARGV[a + 1]
   local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
+  -- wv: the value to write to key, once all of its states are known; wk:
+  -- every state keeps the key's expiry; else wat: the latest GCRA TAT, for
+  -- an expiry on the server's clock; else wl: the longest life.
+  local wv, wk, wat, wl
   if cont or nextin then
     if not cont then gv, gn, gk, gl, gw = {0, 0, 0}, 0, true, 0, 0 end
     gn = gn + 1
@@ -320,26 +324,13 @@ for i = 1, m do
     if w > gw then gw = w end
     if not nextin then
       ki = ki + 1
-      local joined = table.concat(gv, '|', 1, gn)
-      if gk then
-        redis.call('SET', key, joined, 'KEEPTTL')
-      elseif servertime and (alg == 'G' or alg == 'g') then
-        redis.call('SET', key, joined, 'PXAT', (gw - fmod(gw, 1000000)) / 1000 + 1000)
-      else
-        local x = gl + slack + 999999
-        redis.call('SET', key, joined, 'PX', (x - fmod(x, 1000000)) / 1000)
-      end
+      wv, wk, wl = table.concat(gv, '|', 1, gn), gk, gl
+      if servertime and (alg == 'G' or alg == 'g') then wat = gw end
     end
   elseif alg ~= 'l' then
     ki = ki + 1
-    if kind == 'k' then
-      redis.call('SET', key, val, 'KEEPTTL')
-    elseif kind == 'a' then
-      redis.call('SET', key, val, 'PXAT', (w - fmod(w, 1000000)) / 1000 + 1000)
-    else
-      local x = lf + slack + 999999
-      redis.call('SET', key, val, 'PX', (x - fmod(x, 1000000)) / 1000)
-    end
+    wv, wk, wl = val, kind == 'k', lf
+    if kind == 'a' then wat = w end
   else
     ki = ki + 1
     local tkey = KEYS[ki]
@@ -349,6 +340,16 @@ for i = 1, m do
     redis.call('ZADD', key, ws, rid .. '.' .. fmt('%d', i - 1) .. '.' .. ARGV[a + 4])
     redis.call('SET', tkey, val, 'PX', x)
     redis.call('PEXPIRE', key, x)
+  end
+  if wv then
+    if wk then
+      redis.call('SET', key, wv, 'KEEPTTL')
+    elseif wat then
+      redis.call('SET', key, wv, 'PXAT', (wat - fmod(wat, 1000000)) / 1000 + 1000)
+    else
+      local x = wl + slack + 999999
+      redis.call('SET', key, wv, 'PX', (x - fmod(x, 1000000)) / 1000)
+    end
   end
 end
 -- GCRA's remaining and resetAfter follow from now and the TAT, its window,
