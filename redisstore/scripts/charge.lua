@@ -106,7 +106,7 @@ for i = 1, m do
   allowed, rem, reset, retry, w, val, kind, ws = 0, 0, 0, 0, 0, false, false, false
   if alg == 'g' then
     local t = p + n - 1
-    t = (t - fmod(t, n)) / n -- the emission interval, ceil(p/n)
+    t = (t - t % n) / n -- the emission interval, ceil(p/n)
     local tat0 = tonumber(v)
     local base = now
     if tat0 and tat0 > now then base = tat0 end
@@ -117,14 +117,14 @@ for i = 1, m do
       rem, reset, retry = (x - fmod(x, t)) / t, base - now, tat - tau - now
     else
       local x = tau - (tat - now)
-      allowed, rem, reset = 1, (x - fmod(x, t)) / t, tat - now
+      allowed, rem, reset = 1, (x - x % t) / t, tat - now
       w, ends = tat, tat
       val = fmt('%d', tat)
       ws = val
       if servertime then
         -- tat0 < tat: the TAT stays in its second when tat0 is in it too.
         kind = 'a'
-        if tat0 and tat0 >= tat - fmod(tat, 1000000) then kind = 'k' end
+        if tat0 and tat0 >= tat - tat % 1000000 then kind = 'k' end
       end
     end
   elseif alg == 'f' then
@@ -163,7 +163,7 @@ for i = 1, m do
     if prev > 0 then
       local x = prev * (p - (now - start))
       if x < TWO53 then
-        est = cur + (x - fmod(x, p)) / p
+        est = cur + (x - x % p) / p
       else
         L = L or lib()
         est = cur + L.muldiv(prev, p - (now - start), p)
@@ -265,7 +265,7 @@ if ok and tracettl > 0 then
   ttl = tracettl
   if life < ttl then ttl = life end
   ttl = ttl + slack + 999999
-  ttl = (ttl - fmod(ttl, 1000000)) / 1000
+  ttl = (ttl - ttl % 1000000) / 1000
   mark = redis.call('SET', rk, tr, 'NX', 'PX', ttl, 'GET')
 else
   mark = redis.call('GET', rk)
@@ -345,10 +345,10 @@ for i = 1, m do
     if wk then
       redis.call('SET', key, wv, 'KEEPTTL')
     elseif wat then
-      redis.call('SET', key, wv, 'PXAT', (wat - fmod(wat, 1000000)) / 1000 + 1000)
+      redis.call('SET', key, wv, 'PXAT', (wat - wat % 1000000) / 1000 + 1000)
     else
       local x = wl + slack + 999999
-      redis.call('SET', key, wv, 'PX', (x - fmod(x, 1000000)) / 1000)
+      redis.call('SET', key, wv, 'PX', (x - x % 1000000) / 1000)
     end
   end
 end

@@ -7,6 +7,13 @@
 -- exact. Integers are written with string.format('%d'), never tostring, which
 -- would round them to 14 digits.
 --
+-- The remainder of two non-negative integers below 2^53 is taken with Lua's
+-- % (a - floor(a/b)*b: a VM operation, exact there, as the floor of the
+-- rounded quotient is the true one below 2^53), not math.fmod, a C call of
+-- about 0.7k instructions. math.fmod stays where an operand may be negative
+-- (the window start of a test clock before 1970, the deny path of a GCRA
+-- whose limit shrank), as it truncates like Go's %.
+--
 -- Numeric arguments are read by arithmetic (ARGV[i] + 0), which converts
 -- the string once; tonumber converts it twice (lua_isnumber, then
 -- lua_tonumber), each a strtod of about 80 ns on the server. The client

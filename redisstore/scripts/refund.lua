@@ -70,7 +70,7 @@ if ARGV[3] == '1' then
     -- rounded up to a whole second, in milliseconds.
     local life = math.max(ARGV[4] + 0, 1)
     local x = life + slack + 999999
-    redis.call('SET', rk, 'v' .. fmt('%d', now + life), 'PX', (x - fmod(x, 1000000)) / 1000)
+    redis.call('SET', rk, 'v' .. fmt('%d', now + life), 'PX', (x - x % 1000000) / 1000)
     return string.rep('5 0 ', m - 1) .. '5 0' -- not charged
   end
   tw = {}
@@ -175,7 +175,7 @@ for r = 1, math.max(g, 1) do
         local tat = tat0 - a * p
         if tat < now then tat = now end
         local x = tat0 - tat + p - 1
-        o, u = RESTORED, (x - fmod(x, p)) / p
+        o, u = RESTORED, (x - x % p) / p
         if u > a then u = a end
         if tat == now then newv = false else newv = fmt('%d', tat) end
       end
@@ -267,14 +267,14 @@ for r = 1, math.max(g, 1) do
         redis.call('SET', gkey, val, 'KEEPTTL')
       else
         local x = gstart + gp - now + slack + 999999
-        redis.call('SET', gkey, val, 'PX', (x - fmod(x, 1000000)) / 1000)
+        redis.call('SET', gkey, val, 'PX', (x - x % 1000000) / 1000)
       end
     end
   end
 end
 if done then
   local x = life + slack + 999999
-  redis.call('SET', rk, 'r' .. (lifes or fmt('%d', now + life)), 'PX', (x - fmod(x, 1000000)) / 1000)
+  redis.call('SET', rk, 'r' .. (lifes or fmt('%d', now + life)), 'PX', (x - x % 1000000) / 1000)
 end
 if out then return table.concat(out, ' ', 1, m) end
 return rep
