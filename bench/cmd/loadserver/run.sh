@@ -32,24 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port prints a loopback port nothing listens on.
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-}
-
-# wait_port waits up to 10 s for something to listen on port $1.
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "run.sh: nothing listens on port $1" >&2
-  return 1
-}
+# free_port, wait_port
+. ../ports.sh
 
 # cpu_ticks prints the CPU time (user + system, in clock ticks) process $1 used.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

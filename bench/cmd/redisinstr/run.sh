@@ -26,23 +26,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-}
+# free_port, wait_port
+. ../ports.sh
 
 go build -o "$tmp/redisinstr" .
 port=$(free_port)
 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" \
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >"$tmp/valgrind.log" 2>&1 &
 vpid=$!
-for _ in $(seq 1 300); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+wait_port "$port" 30 # valgrind starts slowly
 
 count() {
   "$tmp/redisinstr" -addr "127.0.0.1:$port" -pid "$vpid" -n "$n" "$@"
