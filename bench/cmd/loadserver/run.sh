@@ -44,7 +44,7 @@ rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
 rpid=$!
 pids+=("$rpid")
-wait_port "$rport"
+wait_port "$rport" 10 "$rpid" "$tmp/redis.log"
 
 declare -A best cpu
 printf '%-10s %-8s %12s %18s %18s\n' mode round requests/s "server µs/request" "redis µs/request"
@@ -57,7 +57,7 @@ for round in $(seq 1 "$rounds"); do
     "$tmp/loadserver" -mode "$mode" -algorithm "$alg" -addr "127.0.0.1:$port" -redis "127.0.0.1:$rport" 2>"$tmp/$mode.log" &
     spid=$!
     pids+=("$spid")
-    wait_port "$port"
+    wait_port "$port" 10 "$spid" "$tmp/$mode.log"
     s0=$(cpu_ticks "$spid")
     r0=$(cpu_ticks "$rpid")
     timeout $((dur + 20)) wrk -t1 -c50 -d"${dur}s" -s users.lua "http://127.0.0.1:$port/" >"$tmp/wrk.out"

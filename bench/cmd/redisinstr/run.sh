@@ -34,7 +34,7 @@ port=$(free_port)
 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" \
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >"$tmp/valgrind.log" 2>&1 &
 vpid=$!
-wait_port "$port" 30 # valgrind starts slowly
+wait_port "$port" 30 "$vpid" "$tmp/valgrind.log" # valgrind starts slowly
 
 count() {
   "$tmp/redisinstr" -addr "127.0.0.1:$port" -pid "$vpid" -n "$n" "$@"
