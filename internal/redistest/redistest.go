@@ -278,8 +278,11 @@ func (g *SentinelGroup) MasterAddr() string {
 }
 
 // Failover makes the Sentinel promote the replica (SENTINEL FAILOVER) and
-// waits until the Sentinel reports the replica as the master and the
-// replica says it is one. Master and Replica change places.
+// waits until the Sentinel reports the replica as the master, the replica
+// says it is one, and the old master has become its replica. Until then the
+// old master still takes writes from clients that have not yet heard of the
+// switch, and loses them when it becomes a replica: a test that waited less
+// would race with that. Master and Replica change places.
 func (g *SentinelGroup) Failover() {
 	g.t.Helper()
 	// A Sentinel that has not yet read the replica's own INFO (it does every
@@ -297,6 +300,7 @@ func (g *SentinelGroup) Failover() {
 	}
 	waitInfo(g.t, g.Sentinel.Addr(), "sentinel", fmt.Sprintf("name=%s,status=ok,address=%s,", MasterSet, g.Replica.Addr()))
 	waitInfo(g.t, g.Replica.Addr(), "replication", "role:master")
+	waitInfo(g.t, g.Master.Addr(), "replication", "master_port:"+strconv.Itoa(g.Replica.port)+"\r\n")
 	g.Master, g.Replica = g.Replica, g.Master
 }
 
