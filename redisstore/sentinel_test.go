@@ -72,6 +72,9 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each waits about 10 s for the Sentinel to turn the old master
+			// into a replica (redistest's Failover), on a group of its own.
+			t.Parallel()
 			g := redistest.Sentinel(t)
 			s := tc.open(t, g)
 			// GCRA on the server's clock: no window can end mid-test.
