@@ -285,6 +285,8 @@ func TestPoolStopHandsTaskBack(t *testing.T) {
 	}
 }
 
+// A pool told to stop claims nothing new, but lets the task it runs finish
+// within the grace period.
 func TestPoolGracePeriodLetsTaskFinish(t *testing.T) {
 	s := openStore(t)
 	fin := newFinished()
@@ -292,21 +294,28 @@ func TestPoolGracePeriodLetsTaskFinish(t *testing.T) {
 	release := make(chan struct{})
 	p := tasks.NewPool(s, map[string]tasks.Runner{"block": blocking(started, release)}, 1, nil,
 		tasks.WithOnFinish(fin.hook), tasks.WithGracePeriod(time.Hour), tasks.WithPollInterval(20*time.Millisecond))
-	stop := runPool(t, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
 	task := create(t, s, "alice", "block", `1`)
 	<-started
-	stopped := make(chan struct{})
-	go func() {
-		stop()
-		close(stopped)
-	}()
-	// The pool waits for the running task; it claims no new one meanwhile.
+	// The stop is told before the second task exists and before the first
+	// one ends, so the worker that frees up must see it and claim nothing.
+	cancel()
 	queued := create(t, s, "bob", "block", `2`)
 	close(release)
 	if got := fin.next(t); got.ID != task.ID || got.Status != tasks.StatusSucceeded {
 		t.Errorf("finished %+v; want %s succeeded", got, task.ID)
 	}
-	<-stopped
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Run did not return after its running task finished")
+	}
 	if got, _ := s.Get(t.Context(), "bob", queued.ID); got.Status != tasks.StatusQueued {
 		t.Errorf("task created during the stop is %s, want queued", got.Status)
 	}
