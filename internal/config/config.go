@@ -13,6 +13,7 @@
 //	  check_timeout: 1s
 //	  lease: 30s
 //	  max_attempts: 3
+//	  auth_failures: 10/minute
 //	rules:
 //	  - name: create-task
 //	    match: POST /v1/tasks
@@ -94,6 +95,12 @@ type Server struct {
 	// lease ran out (its worker died) that often is marked stuck instead of
 	// being queued again.
 	MaxAttempts int
+	// AuthFailures limits the failed authentications (a missing, malformed
+	// or unknown API key) per client IP address: past it the client gets 429
+	// before its key is looked up. The zero Limit turns the limit off, which
+	// a file does with "auth_failures: off"; without the key a file gets
+	// DefaultAuthFailures.
+	AuthFailures allowance.Limit
 }
 
 // Config is taskd's configuration.
@@ -109,6 +116,9 @@ const (
 	DefaultCheckTimeout    = time.Second
 	DefaultLease           = 30 * time.Second
 	DefaultMaxAttempts     = 3
+	// DefaultAuthFailures is auth_failures when not given: 10 failed
+	// authentications a minute per client IP address.
+	DefaultAuthFailures = "10/minute"
 )
 
 // Default returns the built-in configuration, used when no file is given:
@@ -156,6 +166,7 @@ func defaultServer() Server {
 		CheckTimeout:    DefaultCheckTimeout,
 		Lease:           DefaultLease,
 		MaxAttempts:     DefaultMaxAttempts,
+		AuthFailures:    allowance.Limit{Count: 10, Period: time.Minute}, // DefaultAuthFailures
 	}
 }
 
@@ -247,6 +258,9 @@ type rawServer struct {
 	CheckTimeout    string `yaml:"check_timeout"`
 	Lease           string `yaml:"lease"`
 	MaxAttempts     *int   `yaml:"max_attempts"`
+	// AuthFailures is a pointer so that an explicit "" is an error rather
+	// than the default.
+	AuthFailures *string `yaml:"auth_failures"`
 }
 
 type rawRule struct {
@@ -312,6 +326,13 @@ func (d decoder) config(raw rawConfig) (Config, error) {
 				return Config{}, d.errorAt("server.max_attempts", "%d: expected a whole number from 1 to 100", *s.MaxAttempts)
 			}
 			cfg.Server.MaxAttempts = *s.MaxAttempts
+		}
+		if s.AuthFailures != nil {
+			l, err := parseAuthFailures(*s.AuthFailures)
+			if err != nil {
+				return Config{}, d.errorAt("server.auth_failures", "%v", err)
+			}
+			cfg.Server.AuthFailures = l
 		}
 		for _, f := range []struct {
 			field string
@@ -424,6 +445,24 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 	return r, nil
 }
 
+// parseAuthFailures parses server.auth_failures: one limit, or "off" (the
+// zero Limit).
+func parseAuthFailures(text string) (allowance.Limit, error) {
+	switch {
+	case text == "off":
+		return allowance.Limit{}, nil
+	case strings.TrimSpace(text) == "":
+		return allowance.Limit{}, errors.New(`empty; expected a limit such as "10/minute", or off to turn the limit off`)
+	case strings.ContainsAny(text, ";,"):
+		return allowance.Limit{}, fmt.Errorf(`%q: expected one limit, such as "10/minute", or off`, text)
+	}
+	l, err := allowance.ParseLimit(text)
+	if err != nil {
+		return allowance.Limit{}, fmt.Errorf("%w (or off to turn the limit off)", err)
+	}
+	return l, nil
+}
+
 // ValidPattern reports whether pattern is a valid net/http ServeMux pattern
 // ("[METHOD ][HOST]/[PATH]"), with an error that says what is wrong.
 func ValidPattern(pattern string) (err error) {
@@ -458,7 +497,7 @@ func yamlError(name string, err error) error {
 		case errors.As(err, &ne):
 			e.Msg = fmt.Sprintf("a %s was used where a %s is expected", yamlKind(ne.Actual.YAMLName()), yamlKind(ne.Expected.YAMLName()))
 		case errors.As(err, &ue):
-			e.Msg += "; expected the keys server (max_body_bytes, shutdown_timeout, check_timeout, lease, max_attempts) " +
+			e.Msg += "; expected the keys server (max_body_bytes, shutdown_timeout, check_timeout, lease, max_attempts, auth_failures) " +
 				"and rules (each with name, match, limits, algorithm, cost, refund_on, refund_guard, fail_open)"
 		}
 		return e

@@ -71,6 +71,7 @@ server:
   check_timeout: 250ms
   lease: 1m
   max_attempts: 5
+  auth_failures: 20 per 30s
 rules:
   - name: submit
     match: POST /v1/tasks
@@ -86,7 +87,8 @@ rules:
 		t.Fatal(err)
 	}
 	want := Config{
-		Server: Server{MaxBodyBytes: 1024, ShutdownTimeout: 5 * time.Second, CheckTimeout: 250 * time.Millisecond, Lease: time.Minute, MaxAttempts: 5},
+		Server: Server{MaxBodyBytes: 1024, ShutdownTimeout: 5 * time.Second, CheckTimeout: 250 * time.Millisecond, Lease: time.Minute, MaxAttempts: 5,
+			AuthFailures: allowance.Limit{Count: 20, Period: 30 * time.Second}},
 		Rules: []Rule{{
 			Rule: allowance.Rule{
 				Name:        "submit",
