@@ -112,6 +112,26 @@ func (in *Instance) Stop() {
 	in.proc = nil
 }
 
+// Pause stops the server with SIGSTOP: it keeps its connections and data
+// but answers nothing, as a server stalled by the kernel, a slow disk or a
+// long command does. Commands sent meanwhile run when Resume lets it go on.
+func (in *Instance) Pause() { in.signal(pauseSignal) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (in *Instance) Resume() { in.signal(resumeSignal) }
+
+func (in *Instance) signal(sig os.Signal) {
+	in.t.Helper()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.proc == nil {
+		in.t.Fatalf("redistest: signal %v: the server on %s is not running", sig, in.Addr())
+	}
+	if err := in.proc.Signal(sig); err != nil {
+		in.t.Fatalf("redistest: signal %v to the server on %s: %v", sig, in.Addr(), err)
+	}
+}
+
 // Restart stops the server if it runs and starts it again on the same port,
 // with an empty dataset, waiting until it answers PING. It fails the test
 // when the server cannot start.
