@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -105,13 +106,18 @@ func mustNew(t testing.TB, cfg Config) *Middleware {
 
 // do sends one request as user through h.
 func do(h http.Handler, method, target, user string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, newRequest(method, target, user))
+	return w
+}
+
+// newRequest is a request as user (header X-User).
+func newRequest(method, target, user string) *http.Request {
 	r := httptest.NewRequest(method, target, nil)
 	if user != "" {
 		r.Header.Set("X-User", user)
 	}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
-	return w
+	return r
 }
 
 func status(code int) http.Handler {
@@ -138,6 +144,9 @@ func counter(t testing.TB, reg *prometheus.Registry, name string, labels map[str
 					continue metric
 				}
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 			return m.GetCounter().GetValue()
 		}
 	}
@@ -151,6 +160,7 @@ type failing struct {
 	allowance.Store
 	mu                 sync.Mutex
 	charge, refund     bool
+	uncertain          bool // a failed charge is uncertain
 	err                error
 	blockUntilCanceled bool
 }
@@ -172,6 +182,15 @@ func (f *failing) Charge(ctx context.Context, req allowance.Request, d *allowanc
 	}
 	if fail {
 		d.Reset(req)
+		if f.uncertain {
+			// The reply was lost: the charge was not applied (memstore
+			// voids such an id), but the caller cannot know.
+			if req.ID.IsZero() {
+				req.ID = allowance.NewReceiptID()
+			}
+			d.Receipt = allowance.UncertainReceipt(req)
+			return fmt.Errorf("%w: %w", allowance.ErrUncertain, f.err)
+		}
 		return f.err
 	}
 	return f.Store.Charge(ctx, req, d)
@@ -189,3 +208,15 @@ func (f *failing) Refund(ctx context.Context, r *allowance.Receipt, g []allowanc
 }
 
 var errDown = errors.New("store is down")
+
+// waitFor polls cond until it holds, failing the test after 30 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -55,10 +55,14 @@ func refundLabel(o allowance.Outcome) string {
 // metrics are the middleware's Prometheus collectors. They exist (and are
 // counted) whether or not they are registered.
 type metrics struct {
-	checks  *prometheus.CounterVec
-	refunds *prometheus.CounterVec
-	latency *prometheus.HistogramVec
-	timed   bool // observe store latency (only when registered)
+	checks    *prometheus.CounterVec
+	refunds   *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	uncertain *prometheus.CounterVec
+	voids     *prometheus.CounterVec
+	pending   *prometheus.GaugeVec
+	retries   prometheus.Counter
+	timed     bool // observe store latency (only when registered)
 
 	checkLatency prometheus.Observer
 }
@@ -71,8 +75,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"rule", "outcome"}),
 		refunds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allowance_http_refunds_total",
-			Help: "Refunded charges, by rule and outcome (restored, window_ended, duplicate, declined, not_charged, failed).",
+			Help: "Refunded charges, by rule and outcome (restored, window_ended, duplicate, declined, not_charged; failed: RefundReceipt's store call failed, the caller retries; abandoned: a queued refund was given up).",
 		}, []string{"rule", "outcome"}),
+		uncertain: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allowance_http_uncertain_total",
+			Help: "Checks whose charge may or may not have landed (the store failed or timed out after the request was sent), by rule. Each is settled once: uncertain_total = sum of uncertain_settled_total + pending{kind=\"void\"}.",
+		}, []string{"rule"}),
+		voids: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allowance_http_uncertain_settled_total",
+			Help: "Uncertain charges settled, by rule and outcome: voided (never landed, and now never can), refunded (landed and given back), kept (landed; the refund guard kept it), earlier (settled by an earlier attempt or another caller), abandoned (queue full, too old, or shutdown: may stay charged).",
+		}, []string{"rule", "outcome"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "allowance_http_pending",
+			Help: "Settlements not yet made, by rule and kind: void (uncertain charges, from their check on) and refund (refunds the store failed, queued for retry).",
+		}, []string{"rule", "kind"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "allowance_http_settle_retries_total",
+			Help: "Failed store calls of the settlement queue, each followed by a backoff and a retry.",
+		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "allowance_http_store_duration_seconds",
 			Help:    "Latency of rate-limit store calls made by the HTTP middleware, by operation (check, refund, peek).",
@@ -91,6 +111,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.latency, err = register(reg, m.latency); err != nil {
+		return nil, err
+	}
+	if m.uncertain, err = register(reg, m.uncertain); err != nil {
+		return nil, err
+	}
+	if m.voids, err = register(reg, m.voids); err != nil {
+		return nil, err
+	}
+	if m.pending, err = register(reg, m.pending); err != nil {
+		return nil, err
+	}
+	if m.retries, err = register(reg, m.retries); err != nil {
 		return nil, err
 	}
 	m.checkLatency = m.latency.WithLabelValues("check")
@@ -112,4 +144,32 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 		return c, fmt.Errorf("register metrics: %w", err)
 	}
 	return c, nil
+}
+
+// uncertainCharge counts a check whose charge may have landed: it is
+// pending as a void until settled.
+func (m *metrics) uncertainCharge(r *allowance.Receipt) {
+	for _, rule := range r.Rules() {
+		m.uncertain.WithLabelValues(rule.Name).Inc()
+	}
+	m.pendingInc(r, kindVoid)
+}
+
+func (m *metrics) pendingInc(r *allowance.Receipt, k settleKind) {
+	for _, rule := range r.Rules() {
+		m.pending.WithLabelValues(rule.Name, kindNames[k]).Inc()
+	}
+}
+
+func (m *metrics) pendingDec(r *allowance.Receipt, k settleKind) {
+	for _, rule := range r.Rules() {
+		m.pending.WithLabelValues(rule.Name, kindNames[k]).Dec()
+	}
+}
+
+// voidDone counts how an uncertain charge was settled.
+func (m *metrics) voidDone(r *allowance.Receipt, outcome string) {
+	for _, rule := range r.Rules() {
+		m.voids.WithLabelValues(rule.Name, outcome).Inc()
+	}
 }

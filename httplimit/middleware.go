@@ -95,6 +95,9 @@ type Config struct {
 	// Timeout bounds each store call (a check, a refund, a peek). Zero means
 	// DefaultTimeout; negative means only the request's context bounds it.
 	Timeout time.Duration
+	// Settle bounds the queue of voids and refunds that the store could not
+	// take when asked; they are retried in the background.
+	Settle SettleConfig
 }
 
 // Middleware rate limits HTTP requests by Config's rules. It is safe for
@@ -114,6 +117,7 @@ type Middleware struct {
 
 	cache    *matchCache
 	deadline deadlines
+	settle   settler
 
 	setsMu sync.Mutex
 	sets   atomic.Pointer[map[uint64]*ruleSet]
@@ -133,6 +137,9 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	if cfg.Anonymous > LimitByIP {
 		return nil, fmt.Errorf("httplimit: config: unknown Anonymous value %d", cfg.Anonymous)
+	}
+	if cfg.Settle.MaxPending < 0 || cfg.Settle.MaxAge < 0 {
+		return nil, fmt.Errorf("httplimit: config: Settle %+v: expected MaxPending and MaxAge of 0 (the default) or more", cfg.Settle)
 	}
 	m := &Middleware{
 		store:   cfg.Store,
@@ -154,6 +161,7 @@ func New(cfg Config) (*Middleware, error) {
 		m.timeout = DefaultTimeout
 	}
 	m.deadline.init(m.timeout)
+	m.settle.init(m, cfg.Settle)
 	patterns := map[string]int{}
 	for i, r := range cfg.Rules {
 		if err := r.Rule.Validate(); err != nil {
@@ -294,28 +302,35 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	st.serve(w, r, next)
 }
 
-// storeFailed applies the failure policy of the request's rules.
+// storeFailed applies the failure policy of the request's rules. A charge
+// whose outcome is unknown is voided whatever the policy: after a 503, and
+// after a request served unlimited (fail open), which therefore costs
+// nothing, whether or not the charge landed.
 func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next http.Handler, st *state, id string, err error) {
 	ctx := r.Context()
+	uncertain := errors.Is(err, allowance.ErrUncertain) && st.d.Receipt.Len() > 0
+	if uncertain {
+		m.met.uncertainCharge(&st.d.Receipt)
+	}
 	if ctx.Err() != nil {
 		// The client is gone; there is no one to answer.
+		if uncertain {
+			st.void("check failed, client gone")
+		}
 		return
 	}
-	uncertain := errors.Is(err, allowance.ErrUncertain)
 	if st.set.failOpen {
 		st.set.count(ckErrorOpen)
 		m.log.ErrorContext(ctx, "rate limit store failed; serving the request unlimited (fail open)",
 			"user", id, "rules", st.set.names, "error", err)
-		st.serve(w, r, next)
+		st.serve(w, r, next) // voids an uncertain charge when the handler is done
 		return
 	}
 	st.set.count(ckErrorClosed)
 	m.log.ErrorContext(ctx, "rate limit store failed; answering 503 (fail closed)",
 		"user", id, "rules", st.set.names, "error", err)
-	if uncertain && st.d.Receipt.Len() > 0 {
-		// The charge may have been applied; void it so the 503 costs nothing.
-		rc := st.d.Receipt
-		go m.RefundReceipt(context.WithoutCancel(ctx), &rc, "check failed, request not served") //nolint:errcheck // logged by RefundReceipt
+	if uncertain {
+		st.void("check failed, request not served")
 	}
 	w.Header().Set("Retry-After", "1")
 	writeProblem(w, r, problem{Status: http.StatusServiceUnavailable, Detail: "The rate limiter is unavailable; try again shortly."})

@@ -21,7 +21,7 @@ func redisBackend(t *testing.T) backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return backend{store: s, down: in.Stop}
+	return backend{store: s, down: in.Stop, up: in.Restart}
 }
 
 // TestRefundsRedis runs the refund scenarios over a real Redis.

@@ -22,21 +22,27 @@ type Charge struct {
 	Rule   string // the rule's name, such as "create-task"
 	Limit  string // the limit, such as "5/minute"
 	Amount int64  // units charged
+	// Uncertain: the store failed after the check was sent, so the charge
+	// may or may not have landed. The middleware voids it when the request
+	// ends (see SettleConfig).
+	Uncertain bool
 }
 
 // Applied returns what the middleware charged for the request whose context
 // is ctx, one Charge per limit of every matched rule, or nil when nothing was
-// charged. It reports the charges also after they were refunded.
+// charged. It reports the charges also after they were refunded, and the
+// charges of a check whose outcome is unknown (Uncertain), which Refund
+// settles the same way.
 func Applied(ctx context.Context) []Charge {
 	st := stateFrom(ctx)
-	if st == nil || st.d.Receipt.Len() == 0 || st.d.Receipt.Uncertain() {
+	if st == nil || st.d.Receipt.Len() == 0 {
 		return nil
 	}
 	r := &st.d.Receipt
 	out := make([]Charge, r.Len())
 	for i := range out {
 		c := r.Charge(i)
-		out[i] = Charge{UserID: r.Identity, Rule: c.Rule, Limit: c.Limit.String(), Amount: c.Amount}
+		out[i] = Charge{UserID: r.Identity, Rule: c.Rule, Limit: c.Limit.String(), Amount: c.Amount, Uncertain: r.Uncertain()}
 	}
 	return out
 }
@@ -45,7 +51,9 @@ func Applied(ctx context.Context) []Charge {
 // the work the request started and refunded later with
 // Middleware.RefundReceipt (by this process or another, through
 // Receipt.MarshalBinary). It reports false when nothing was charged. The
-// receipt must not be modified.
+// receipt of a check whose outcome is unknown is uncertain: the middleware
+// voids it when the request ends, and a later refund of it reports
+// allowance.AlreadyRefunded. The receipt must not be modified.
 func ReceiptFrom(ctx context.Context) (*allowance.Receipt, bool) {
 	st := stateFrom(ctx)
 	if st == nil || st.d.Receipt.Len() == 0 {
@@ -60,15 +68,23 @@ func ReceiptFrom(ctx context.Context) (*allowance.Receipt, bool) {
 //
 // The store is asked at most once per request, however often and from
 // however many goroutines Refund is called: later calls wait for the first
-// and report every charge as allowance.AlreadyRefunded. A failed refund may
-// be retried. When called before the handler writes its status, the
-// response's rate-limit headers are rewritten to show the refunded budget.
+// and report every charge as allowance.AlreadyRefunded. When called before
+// the handler writes its status, the response's rate-limit headers are
+// rewritten from the store's state after the refund (one Peek), so they
+// show the refunded budget and the reset that goes with it.
+//
+// When the check's outcome was unknown (the store failed and the rule fails
+// open), or the store fails now, the refund is queued and retried in the
+// background until the store answers (see SettleConfig), and Refund returns
+// an error wrapping ErrRefundQueued at once. Nothing is lost: the charge is
+// given back exactly once, or, when the queue gives up, logged at ERROR and
+// counted as abandoned.
 //
 // The refund is not cancelled with ctx (a client that hangs up does not stop
 // it) but is bounded by Config.Timeout. It is logged at DEBUG when it
-// succeeds, at WARN when it was declined by the rule's refund guard or there
-// was nothing to refund (ErrNotApplied), and at ERROR when the store failed;
-// the log has the user, rule, limit, amount, reason and receipt id.
+// succeeds, at WARN when it was declined by the rule's refund guard, queued,
+// or there was nothing to refund (ErrNotApplied); the log has the user,
+// rule, limit, amount, reason and receipt id.
 func Refund(ctx context.Context, reason string) (allowance.RefundResult, error) {
 	st := stateFrom(ctx)
 	if st == nil {
@@ -101,19 +117,33 @@ func (st *state) refund(ctx context.Context, reason string, declarative bool) (a
 		m.report(ctx, r, reason, res, nil)
 		return res, nil
 	}
-	res, err := m.refund(ctx, r, reason)
-	if err != nil {
-		return res, err
-	}
 	st.refunded = true
+	if r.Uncertain() {
+		// The store failed moments ago: settle off the request path.
+		m.settle.add(&settlement{r: *r, guarded: true, kind: kindVoid, reason: reason, since: time.Now()})
+		return allowance.RefundResult{ReceiptID: r.ID}, ErrRefundQueued
+	}
+	res, err := m.attempt(&settlement{r: *r, guarded: true})
+	if err != nil {
+		m.log.WarnContext(ctx, "rate limit refund failed; queued for retry",
+			"user", r.Identity, "rules", st.set.names, "reason", reason, "receipt", r.ID.String(), "error", err)
+		m.settle.add(&settlement{r: *r, guarded: true, kind: kindRefund, reason: reason, since: time.Now()})
+		return allowance.RefundResult{ReceiptID: r.ID}, fmt.Errorf("%w: %w", ErrRefundQueued, err)
+	}
+	m.report(ctx, r, reason, res, nil)
 	if st.d.Allowed && !st.wrote && st.w.ResponseWriter != nil {
-		restored := make([]int64, st.d.Len())
-		for i, c := range res.Charges {
-			if i < len(restored) && c.Outcome == allowance.Restored {
-				restored[i] = c.Restored
-			}
+		h := st.w.ResponseWriter.Header()
+		after, perr := st.set.lim.Peek(m.storeCtx(context.WithoutCancel(ctx), nil), r.Identity)
+		if perr != nil {
+			// The refund stands; the charge-time numbers would understate
+			// the budget, so the response says nothing rather than that.
+			m.log.WarnContext(ctx, "rate limit refunded, but its state could not be read for the headers", "error", perr)
+			h.Del(hRateLimit)
+			h.Del(hRemaining)
+			h.Del(hReset)
+		} else {
+			st.setHeaders(h, after)
 		}
-		st.setHeaders(st.w.ResponseWriter.Header(), restored)
 	}
 	return res, nil
 }
@@ -130,26 +160,10 @@ func (m *Middleware) RefundReceipt(ctx context.Context, receipt *allowance.Recei
 		m.log.WarnContext(ctx, "rate limit refund asked for an empty receipt", "reason", reason)
 		return allowance.RefundResult{}, ErrNotApplied
 	}
-	return m.refund(ctx, receipt, reason)
-}
-
-// refund asks the store, then logs and counts the outcome.
-func (m *Middleware) refund(ctx context.Context, r *allowance.Receipt, reason string) (allowance.RefundResult, error) {
-	var guards []allowance.Guard
-	for _, rule := range r.Rules() {
-		if g, ok := m.guards[rule.Name]; ok {
-			guards = append(guards, g)
-		}
-	}
-	start := time.Now()
-	var res allowance.RefundResult
-	err := m.store.Refund(m.storeCtx(context.WithoutCancel(ctx), nil), r, guards, &res)
-	if m.met.timed {
-		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
-	}
-	m.report(ctx, r, reason, res, err)
+	res, err := m.attempt(&settlement{r: *receipt, guarded: true})
+	m.report(ctx, receipt, reason, res, err)
 	if err != nil {
-		return res, fmt.Errorf("httplimit: refund %s: %w", r.ID, err)
+		return res, fmt.Errorf("httplimit: refund %s: %w", receipt.ID, err)
 	}
 	return res, nil
 }

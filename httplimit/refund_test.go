@@ -17,13 +17,14 @@ import (
 type backend struct {
 	store allowance.Store
 	down  func()
+	up    func() // the store answers again (Redis: restarted, empty)
 }
 
 type factory func(t *testing.T) backend
 
 func memBackend(t *testing.T) backend {
 	f := &failing{Store: newMemstore(t, newClock()), err: errDown}
-	return backend{store: f, down: func() { f.set(true, true) }}
+	return backend{store: f, down: func() { f.set(true, true) }, up: func() { f.set(false, false) }}
 }
 
 // TestRefundsMemstore runs the refund scenarios over memstore; the
@@ -55,6 +56,17 @@ func (e *env) used(t *testing.T, user string) int64 {
 		t.Fatal(err)
 	}
 	return u[0].Used
+}
+
+// shutdown drains m's settlement queue, failing the test if it cannot
+// within a bound far above what the test needs.
+func shutdown(t *testing.T, m *Middleware) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := m.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v (%d settlements left)", err, m.Pending())
+	}
 }
 
 func createTask(t *testing.T, refundOn ...int) Rule {
@@ -218,8 +230,8 @@ func testRefunds(t *testing.T, f factory) {
 		}
 	})
 
-	// A refund that fails does not change the handler's response, and is
-	// logged at ERROR with everything needed to fix it by hand.
+	// A refund that fails does not change the handler's response; it is
+	// queued, logged once at WARN, and made when the store is back.
 	t.Run("refund fails", func(t *testing.T) {
 		e := newEnv(t, f, createTask(t, http.StatusConflict))
 		var refundErr error
@@ -234,27 +246,38 @@ func testRefunds(t *testing.T, f factory) {
 		if w.Code != 409 || w.Body.String() != `{"status":409}` {
 			t.Fatalf("status %d body %q; want the handler's 409", w.Code, w.Body)
 		}
-		if refundErr == nil {
-			t.Fatal("Refund with the store down: no error")
+		if !errors.Is(refundErr, ErrRefundQueued) {
+			t.Fatalf("Refund with the store down: %v; want ErrRefundQueued", refundErr)
 		}
 		if got := w.Header().Get("X-RateLimit-Remaining"); got != "4" {
-			t.Errorf("remaining %q; want 4 (the refund failed)", got)
+			t.Errorf("remaining %q; want 4 (the refund is not made yet)", got)
 		}
-		// Explicit, then declarative on 409: two failed attempts.
-		recs := e.logs.records(t, "rate limit refund failed")
-		if len(recs) != 2 {
-			t.Fatalf("%d ERROR logs; want 2: %s", len(recs), e.logs.buf.String())
+		// Explicit, then declarative on 409: one refund, queued once.
+		recs := e.logs.records(t, "rate limit refund failed; queued for retry")
+		if len(recs) != 1 {
+			t.Fatalf("%d logs; want 1: %s", len(recs), e.logs.buf.String())
 		}
-		for k, v := range map[string]any{"level": "ERROR", "user": "alice", "rule": "create-task", "limit": "5/day", "amount": 1.0, "reason": "active task exists"} {
+		for k, v := range map[string]any{"level": "WARN", "user": "alice", "reason": "active task exists"} {
 			if recs[0][k] != v {
 				t.Errorf("log %s = %v; want %v", k, recs[0][k], v)
 			}
 		}
-		if recs[1]["reason"] != "status 409" {
-			t.Errorf("declarative refund log reason %v", recs[1]["reason"])
+		if n := counter(t, e.reg, "allowance_http_pending", map[string]string{"rule": "create-task", "kind": "refund"}); n != 1 {
+			t.Errorf("pending refunds %v; want 1", n)
 		}
-		if e.refunds(t, "create-task", "failed") != 2 {
-			t.Errorf("failed refunds %v; want 2", e.refunds(t, "create-task", "failed"))
+		e.up()
+		shutdown(t, e.m)
+		if e.refunds(t, "create-task", "restored")+e.refunds(t, "create-task", "window_ended") != 1 {
+			t.Errorf("refund not made after the store came back: %s", e.logs.buf.String())
+		}
+		if u := e.used(t, "alice"); u != 0 {
+			t.Errorf("used %d after the queued refund; want 0", u)
+		}
+		if n := counter(t, e.reg, "allowance_http_pending", map[string]string{"rule": "create-task", "kind": "refund"}); n != 0 {
+			t.Errorf("pending refunds %v after Shutdown; want 0", n)
+		}
+		if len(e.logs.records(t, "rate limit refund abandoned: the charge may stay")) != 0 {
+			t.Errorf("abandoned: %s", e.logs.buf.String())
 		}
 	})
 

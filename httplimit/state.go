@@ -53,21 +53,65 @@ func (st *state) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	// WithContext is inlined and its copy does not escape: the request is
 	// copied into the state instead of a new allocation of its own.
 	st.req = *r.WithContext(st)
+	returned := false
+	defer func() {
+		if !returned {
+			st.aborted()
+		}
+	}()
 	next.ServeHTTP(&st.w, &st.req)
+	returned = true
 	st.done()
 }
 
 // done marks the end of the handler: the server now owns the headers, so a
-// refund from a goroutine that outlives the request leaves them alone.
-// Only the handler's goroutine sets wrote, so it may read it unlocked; when
-// the handler wrote its status, there is nothing left to do.
+// refund from a goroutine that outlives the request leaves them alone. A
+// charge whose outcome is unknown (the request was served unlimited under
+// fail open) is voided now: such a request costs nothing. Only the
+// handler's goroutine sets wrote, so it may read it unlocked; when the
+// handler wrote its status, there is nothing left to do.
 func (st *state) done() {
+	if st.d.Receipt.Uncertain() {
+		st.void("served unlimited (fail open)")
+	}
 	if st.wrote {
 		return
 	}
 	st.mu.Lock()
 	st.wrote = true
 	st.mu.Unlock()
+}
+
+// aborted ends a handler that panicked: the server produced no response,
+// so the charge is given back (off the request path, unguarded).
+func (st *state) aborted() {
+	st.mu.Lock()
+	st.wrote = true
+	if st.refunded || st.d.Receipt.Len() == 0 {
+		st.mu.Unlock()
+		return
+	}
+	st.refunded = true
+	e := &settlement{r: st.d.Receipt, kind: kindRefund, reason: "handler panicked", since: time.Now()}
+	if e.r.Uncertain() {
+		e.kind = kindVoid
+	}
+	st.mu.Unlock()
+	st.m.settle.add(e)
+}
+
+// void hands the request's uncertain charge to the settlement queue, once,
+// without the refund guards: the store, not the client, failed.
+func (st *state) void(reason string) {
+	st.mu.Lock()
+	if st.refunded {
+		st.mu.Unlock()
+		return
+	}
+	st.refunded = true
+	e := &settlement{r: st.d.Receipt, kind: kindVoid, reason: reason, since: time.Now()}
+	st.mu.Unlock()
+	st.m.settle.add(e)
 }
 
 // Header names, in canonical form so they go straight into the map.
@@ -88,31 +132,41 @@ func ceilSeconds(d time.Duration) int64 {
 }
 
 // setHeaders writes the rate-limit headers of the request's decision to h.
-// restored, when not nil, holds per limit the units a refund gave back: they
-// count as remaining again, and the most restrictive limit is chosen anew.
-// It allocates one string for all the values that change per request: the
-// RateLimit value, in which X-RateLimit-Remaining and X-RateLimit-Reset are
-// the r and t of the most restrictive limit's item, so each number is
-// formatted once.
-func (st *state) setHeaders(h http.Header, restored []int64) {
+// after, when not nil, is every limit's usage after a refund (Peek, in the
+// order of the Decision's limits): the headers then show it, and the most
+// restrictive limit is chosen anew. It allocates one string for all the
+// values that change per request: the RateLimit value, in which
+// X-RateLimit-Remaining and X-RateLimit-Reset are the r and t of the most
+// restrictive limit's item, so each number is formatted once.
+func (st *state) setHeaders(h http.Header, after []allowance.Usage) {
 	set, d := st.set, &st.d
 	most := d.MostRestrictive()
 	if most < 0 {
 		return
+	}
+	if after != nil && len(after) != d.Len() {
+		after = nil
 	}
 	var buf [256]byte
 	b := buf[:0]
 	var mostRem int64
 	var mostReset time.Duration
 	var r0, r1, t0, t1 int // where the most restrictive item's r and t are in b
-	for i := range d.Len() {
-		s := d.State(i)
-		rem := s.Remaining
-		if restored != nil {
-			rem = min(set.counts[i], rem+restored[i])
-			if i == 0 || rem < mostRem || rem == mostRem && s.ResetAfter > mostReset {
-				most, mostRem, mostReset = i, rem, s.ResetAfter
+	if after != nil {
+		for i, u := range after {
+			if i == 0 || u.Remaining < mostRem || u.Remaining == mostRem && u.ResetAfter > mostReset {
+				most, mostRem, mostReset = i, u.Remaining, u.ResetAfter
 			}
+		}
+	}
+	for i := range d.Len() {
+		var rem int64
+		var reset time.Duration
+		if after != nil {
+			rem, reset = after[i].Remaining, after[i].ResetAfter
+		} else {
+			s := d.State(i)
+			rem, reset = s.Remaining, s.ResetAfter
 		}
 		if i > 0 {
 			b = append(b, ", "...)
@@ -123,7 +177,7 @@ func (st *state) setHeaders(h http.Header, restored []int64) {
 		b = strconv.AppendInt(b, rem, 10)
 		b = append(b, ";t="...)
 		t := len(b)
-		b = strconv.AppendInt(b, ceilSeconds(s.ResetAfter), 10)
+		b = strconv.AppendInt(b, ceilSeconds(reset), 10)
 		if i == most {
 			r0, r1, t0, t1 = r, t-len(";t="), t, len(b)
 		}
