@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/allowancehq/allowance/tasks"
 )
@@ -40,6 +41,36 @@ func TestValidateInput(t *testing.T) {
 		{"echo", `"text"`, "", ""},
 		{"echo", ``, "", ""},
 		{"echo", `{"a":`, "-", "expected any JSON value, got malformed JSON"},
+		// What a task store cannot keep as it is: refused alike for every
+		// kind, before any store sees it.
+		{"echo", `"\u0000"`, "-", `the string contains \u0000 (the NUL character)`},
+		{"echo", `{"a": {"b": ["x", "y\u0000z"]}}`, "a.b[1]", `the string contains \u0000`},
+		{"echo", `{"k\u0000": 1}`, "k\x00", `the key contains \u0000`},
+		{"sleep", `{"seconds": 1, "fail\u0000": true}`, "fail\x00", "unknown field"},
+		{"echo", "\"a\xffb\"", "-", "the string contains the byte 0xFF (at byte 1), which is not UTF-8"},
+		{"echo", "{\"\xc3\": 1}", "\xc3", "the key contains the byte 0xC3 (at byte 0), which is not UTF-8"},
+		{"echo", "[\"\xed\xa0\x80\"]", "[0]", "byte 0xED"}, // a surrogate encoded in UTF-8
+		{"echo", `"\ud800"`, "-", `the string contains \ud800, a high surrogate without a low one`},
+		{"echo", `"\uD800\u0041"`, "-", `\uD800, a high surrogate`},
+		{"echo", `["ok", "\udc00"]`, "[1]", `\udc00, a low surrogate without a high one`},
+		{"echo", `{"\udfff": 1}`, "\ufffd", `the key contains \udfff, a low surrogate`},
+		{"echo", `"\ud83d\ude00 \u00e9 \uffff"`, "", ""}, // a pair, a character, a noncharacter
+		{"echo", "\"\xf0\x9f\x98\x80 é\"", "", ""},
+		{"echo", `{"n": 1e999999}`, "n", "the number 1e999999 has an exponent beyond 1000"},
+		{"echo", `1e400`, "-", "the number 1e400 is too large for a float64"},
+		{"echo", `[-1.8e308]`, "[0]", "too large for a float64; expected a magnitude of at most 1.7976931348623157e+308"},
+		{"echo", `1e-400`, "-", "the number 1e-400 is too close to 0 for a float64"},
+		{"echo", `[1.7976931348623157e308, -5e-324, 0e-1000, -0.0, 1E+2]`, "", ""},
+		{"echo", `0e-1001`, "-", "exponent beyond 1000"},
+		{"echo", `1.` + strings.Repeat("0", 1000), "-", "has 1001 digits; expected at most 1000"},
+		{"echo", `1.` + strings.Repeat("0", 998) + "1", "", ""},
+		{"echo", `{"a": 1, "b": 2, "\u0061": 3}`, "a", "the key is given twice in its object"},
+		{"echo", `[{"a": 1}, {"a": 2}]`, "", ""},
+		{"echo", strings.Repeat("[", 100) + strings.Repeat("]", 100), "", ""},
+		// A long path keeps its first and last 100 bytes.
+		{"echo", strings.Repeat("[", 101) + strings.Repeat("]", 101), strings.Repeat("[0]", 33) + "[…]" + strings.Repeat("[0]", 33), "nest more than 100 deep"},
+		{"echo", `{"a":` + strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 101), "a" + strings.Repeat(".a", 99), "nest more than 100 deep"},
+		{"echo", `{"a":` + strings.Repeat(`{"a":`, 98) + "1" + strings.Repeat("}", 99), "", ""},
 	} {
 		err := tasks.ValidateInput(tc.kind, json.RawMessage(tc.input))
 		if tc.field == "" {
@@ -127,7 +158,8 @@ func TestKindsIsACopy(t *testing.T) {
 // that accepted sleep inputs are in range, and that rejections are
 // *InputErrors.
 func FuzzValidateInput(f *testing.F) {
-	for _, s := range []string{`{"seconds":30}`, `{"seconds":1,"fail":true}`, `{}`, `null`, `[`, `{"seconds":"1"}`, `{"x":1}`, `1e999`} {
+	for _, s := range []string{`{"seconds":30}`, `{"seconds":1,"fail":true}`, `{}`, `null`, `[`, `{"seconds":"1"}`, `{"x":1}`, `1e999`,
+		`"\u0000"`, `{"\ud800":1}`, "[\"\xff\"]", `1e-999`, `{"a":1,"a":2}`} {
 		f.Add("sleep", s)
 		f.Add("echo", s)
 	}
@@ -144,7 +176,13 @@ func FuzzValidateInput(f *testing.F) {
 			if !errors.As(err, &ie) || ie.Kind != kind {
 				t.Fatalf("ValidateInput(%q, %q) = %v; want an *InputError of that kind", kind, input, err)
 			}
+			if !utf8.ValidString(err.Error()) {
+				t.Fatalf("ValidateInput(%q, %q): the message %q is not UTF-8", kind, input, err)
+			}
 			return
+		}
+		if !utf8.ValidString(input) {
+			t.Fatalf("accepted %q, which is not UTF-8", input)
 		}
 		if kind == "sleep" {
 			in, err := tasks.ParseSleepInput(json.RawMessage(input))
