@@ -27,5 +27,9 @@
 //
 // When the store fails or does not answer within Config.Timeout, each rule's
 // FailOpen decides: serve the request unlimited (and log and count it) or
-// answer 503 Service Unavailable.
+// answer 503 Service Unavailable. Either way a charge that may have reached
+// the store is voided when the request is over, so neither costs the client
+// anything; voids and refunds the store could not take are retried in the
+// background (SettleConfig) until it answers, and Middleware.Shutdown drains
+// them.
 package httplimit
