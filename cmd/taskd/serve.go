@@ -115,7 +115,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	rules := make([]httplimit.Rule, len(cfg.Rules))
 	var conflict []string
 	for i, r := range cfg.Rules {
-		rules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen}
+		// server_error: the middleware refunds every 5xx the handler writes.
+		rules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen, RefundOn: r.RefundStatuses()}
 		if r.RefundsOn(config.Conflict) {
 			conflict = append(conflict, r.Name)
 		}

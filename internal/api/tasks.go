@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ func jsonKind(goType string) string {
 
 // createTask is POST /v1/tasks.
 func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
 	var req submitRequest
 	if !s.decodeJSON(w, r, &req) {
 		s.submits.WithLabelValues("invalid").Inc()
@@ -184,6 +186,7 @@ func (s *Server) refundsConflict(r *http.Request) bool {
 
 // getTask is GET /v1/tasks/{id}.
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
 	id := r.PathValue("id")
 	if !tasks.ValidID(id) {
 		taskNotFound(w, r, id)
@@ -218,6 +221,7 @@ type taskList struct {
 
 // listTasks is GET /v1/tasks?status=&limit=&before=.
 func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
 	q := r.URL.Query()
 	for k := range q {
 		if k != "status" && k != "limit" && k != "before" {
@@ -270,6 +274,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 
 // cancelTask is POST /v1/tasks/{id}/cancel.
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
 	id := r.PathValue("id")
 	if !tasks.ValidID(id) {
 		taskNotFound(w, r, id)
@@ -312,6 +317,7 @@ type usage struct {
 // rateLimit is GET /v1/ratelimit: the caller's usage of every limit, without
 // charging anything beyond this request's own charge.
 func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
 	us, err := s.limiter.Peek(r.Context(), user(r))
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "peek rate limits", "user", user(r), "err", err)
@@ -330,6 +336,27 @@ func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": user(r), "limits": out})
+}
+
+// recoverPanic, deferred first in each rate-limited handler, turns a panic
+// of the handler into a 500 problem, logged with its stack, instead of a
+// dropped connection. The 500 goes through the rate limiter's writer, so a
+// rule that lists server_error in its refund_on gives the request's charge
+// back (config.Rule.RefundStatuses). These handlers write their answer only
+// as their last step, so one that panicked has written nothing yet.
+// http.ErrAbortHandler is passed on: it asks net/http to drop the
+// connection.
+func (s *Server) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	s.log.ErrorContext(r.Context(), "handler panicked; answering 500", "method", r.Method, "path", r.URL.Path,
+		"user", user(r), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	problemf(w, r, http.StatusInternalServerError, "The server failed while answering this request; try again shortly.")
 }
 
 // upperFirst capitalises an error text to start a sentence.

@@ -19,11 +19,12 @@
 //	    match: POST /v1/tasks
 //	    limits: 5/minute; 50/day
 //	    algorithm: sliding-window
-//	    refund_on: [conflict]
+//	    refund_on: [conflict, server_error]
 //	    refund_guard: 20/hour
 //	  - name: read
 //	    match: GET /v1/
 //	    limits: 600/minute
+//	    refund_on: [server_error]
 //
 // When the file has no rules key, the default rules (Default) apply.
 package config
@@ -57,10 +58,19 @@ const (
 	WorkerFailure RefundReason = "worker_failure"
 	// Stuck: the task's lease ran out and the reaper ended it.
 	Stuck RefundReason = "stuck"
+	// ServerError: the server failed to produce the response: the handler
+	// answered with a 5xx status (500 after a panic, 503 when the task
+	// database failed or timed out).
+	ServerError RefundReason = "server_error"
 )
 
 // RefundReasons lists every refund reason, in the order of their constants.
-func RefundReasons() []RefundReason { return []RefundReason{Conflict, WorkerFailure, Stuck} }
+func RefundReasons() []RefundReason {
+	return []RefundReason{Conflict, WorkerFailure, Stuck, ServerError}
+}
+
+// refundReasonList is RefundReasons as a message lists them.
+const refundReasonList = "conflict, worker_failure, stuck or server_error"
 
 // Rule is one rate-limit rule of the configuration.
 type Rule struct {
@@ -79,6 +89,25 @@ type Rule struct {
 
 // RefundsOn reports whether the rule gives its charge back for reason.
 func (r Rule) RefundsOn(reason RefundReason) bool { return slices.Contains(r.RefundOn, reason) }
+
+// RefundStatuses returns the response statuses after which the rate-limit
+// middleware gives a charge of the rule back by itself (httplimit.Rule's
+// RefundOn): every server error status, 500 to 599, when the rule lists
+// ServerError, else none. Each call returns a new slice.
+//
+// A handler writes a 5xx status only when it failed to serve the request,
+// so the refund is made as the status is written, before the headers go
+// out, and the response's rate-limit headers show the budget it restored.
+func (r Rule) RefundStatuses() []int {
+	if !r.RefundsOn(ServerError) {
+		return nil
+	}
+	statuses := make([]int, 0, 100)
+	for s := 500; s <= 599; s++ {
+		statuses = append(statuses, s)
+	}
+	return statuses
+}
 
 // Server holds server settings. Zero fields take the defaults of Default.
 type Server struct {
@@ -128,10 +157,11 @@ const (
 //	    match: POST /v1/tasks
 //	    limits: 5/minute; 50/day
 //	    algorithm: sliding-window
-//	    refund_on: [conflict]
+//	    refund_on: [conflict, server_error]
 //	  - name: read
 //	    match: GET /v1/
 //	    limits: 600/minute
+//	    refund_on: [server_error]
 //
 // and the Default* server settings.
 func Default() Config {
@@ -145,7 +175,7 @@ func Default() Config {
 					Algorithm: allowance.SlidingWindow,
 				},
 				Match:    "POST /v1/tasks",
-				RefundOn: []RefundReason{Conflict},
+				RefundOn: []RefundReason{Conflict, ServerError},
 			},
 			{
 				Rule: allowance.Rule{
@@ -153,7 +183,8 @@ func Default() Config {
 					Limits:    allowance.Limits{{Count: 600, Period: time.Minute}},
 					Algorithm: allowance.FixedWindow,
 				},
-				Match: "GET /v1/",
+				Match:    "GET /v1/",
+				RefundOn: []RefundReason{ServerError},
 			},
 		},
 	}
@@ -418,7 +449,7 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 	for k, s := range rr.RefundOn {
 		reason := RefundReason(s)
 		if !slices.Contains(RefundReasons(), reason) {
-			return r, d.errorAt(fmt.Sprintf("%s.refund_on[%d]", at, k), "unknown refund reason %q; expected conflict, worker_failure or stuck", s)
+			return r, d.errorAt(fmt.Sprintf("%s.refund_on[%d]", at, k), "unknown refund reason %q; expected %s", s, refundReasonList)
 		}
 		if slices.Contains(r.RefundOn, reason) {
 			return r, d.errorAt(fmt.Sprintf("%s.refund_on[%d]", at, k), "refund reason %q is given twice", s)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,10 +26,11 @@ func TestDefault(t *testing.T) {
 	}
 	ct, read := cfg.Rules[0], cfg.Rules[1]
 	if ct.Name != "create-task" || ct.Match != "POST /v1/tasks" || ct.Limits.String() != "5/minute; 50/day" ||
-		ct.Algorithm != allowance.SlidingWindow || !ct.RefundsOn(Conflict) || ct.RefundsOn(WorkerFailure) {
+		ct.Algorithm != allowance.SlidingWindow || !ct.RefundsOn(Conflict) || !ct.RefundsOn(ServerError) || ct.RefundsOn(WorkerFailure) {
 		t.Errorf("create-task rule = %+v", ct)
 	}
-	if read.Name != "read" || read.Match != "GET /v1/" || read.Limits.String() != "600/minute" || len(read.RefundOn) != 0 {
+	if read.Name != "read" || read.Match != "GET /v1/" || read.Limits.String() != "600/minute" ||
+		!slices.Equal(read.RefundOn, []RefundReason{ServerError}) {
 		t.Errorf("read rule = %+v", read)
 	}
 	for _, r := range cfg.Rules {
@@ -41,7 +43,8 @@ func TestDefault(t *testing.T) {
 	}
 }
 
-// The configuration DESIGN §6 shows decodes to the defaults.
+// The configuration DESIGN §6 shows, with server_error refunds added to
+// both rules, decodes to the defaults.
 func TestParseDesignExample(t *testing.T) {
 	const doc = `
 rules:
@@ -49,10 +52,11 @@ rules:
     match: POST /v1/tasks
     limits: 5/minute; 50/day
     algorithm: sliding-window
-    refund_on: [conflict]
+    refund_on: [conflict, server_error]
   - name: read
     match: GET /v1/
     limits: 600/minute
+    refund_on: [server_error]
 `
 	cfg, err := Parse("taskd.yaml", []byte(doc))
 	if err != nil {
@@ -78,7 +82,7 @@ rules:
     limits: 3 per 30 seconds, 20/day
     algorithm: GCRA
     cost: 2
-    refund_on: [conflict, worker_failure, stuck]
+    refund_on: [conflict, worker_failure, stuck, server_error]
     refund_guard: 20/hour
     fail_open: true
 `
@@ -98,12 +102,30 @@ rules:
 				RefundGuard: allowance.Limit{Count: 20, Period: time.Hour},
 			},
 			Match:    "POST /v1/tasks",
-			RefundOn: []RefundReason{Conflict, WorkerFailure, Stuck},
+			RefundOn: []RefundReason{Conflict, WorkerFailure, Stuck, ServerError},
 			FailOpen: true,
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// A rule with server_error gives its charge back on every 5xx status, and
+// only then; the default rules both do.
+func TestRefundStatuses(t *testing.T) {
+	for _, r := range Default().Rules {
+		got := r.RefundStatuses()
+		if len(got) != 100 || got[0] != 500 || got[99] != 599 {
+			t.Errorf("default rule %s: RefundStatuses() = %v, want 500 to 599", r.Name, got)
+		}
+		if slices.Contains(got, 409) || slices.Contains(got, 400) {
+			t.Errorf("default rule %s refunds a client error status: %v", r.Name, got)
+		}
+	}
+	r := Rule{RefundOn: []RefundReason{Conflict, WorkerFailure, Stuck}}
+	if got := r.RefundStatuses(); got != nil {
+		t.Errorf("without server_error: RefundStatuses() = %v, want none", got)
 	}
 }
 
@@ -155,7 +177,7 @@ func TestParseErrors(t *testing.T) {
 		{"zero limit", "rules:\n  - name: a\n    match: GET /\n    limits: 0/minute\n", 4, 13, "rules[0].limits", []string{"must be at least 1"}},
 		{"limit without unit", "rules:\n  - name: a\n    match: GET /\n    limits: \"5\"\n", 4, 13, "rules[0].limits", []string{`limit "5"`, "expected"}},
 		{"unknown algorithm", okRule + "    algorithm: leaky-bucket\n", 5, 16, "rules[0].algorithm", []string{`unknown algorithm "leaky-bucket"`, "sliding-window"}},
-		{"unknown refund reason", okRule + "    refund_on: [conflict, timeout]\n", 5, 27, "rules[0].refund_on[1]", []string{`unknown refund reason "timeout"`, "conflict, worker_failure or stuck"}},
+		{"unknown refund reason", okRule + "    refund_on: [conflict, timeout]\n", 5, 27, "rules[0].refund_on[1]", []string{`unknown refund reason "timeout"`, "conflict, worker_failure, stuck or server_error"}},
 		{"repeated refund reason", okRule + "    refund_on: [stuck, stuck]\n", 5, 24, "rules[0].refund_on[1]", []string{`"stuck" is given twice`}},
 		{"refund_on not a list", okRule + "    refund_on: conflict\n", 5, 16, "", []string{"a string was used where a list is expected"}},
 		{"bad refund guard", okRule + "    refund_guard: lots\n", 5, 19, "rules[0].refund_guard", []string{`limit "lots"`}},
