@@ -3,9 +3,22 @@
 //
 // Requests to /v1/ go through, in order: authentication (an API key in
 // "Authorization: Bearer <key>", resolved to a user id put in the context;
-// 401 otherwise), the httplimit middleware (which charges that user id), and
-// the handler. /healthz, /readyz and /metrics are neither authenticated nor
-// rate limited. Every error is application/problem+json (RFC 9457).
+// 401 otherwise, or 429 when the client's address failed authentication too
+// often), the httplimit middleware (which charges that user id), and the
+// handler. /healthz, /readyz and /metrics are neither authenticated nor rate
+// limited; /metrics can be moved to a listener of its own. Every error is
+// application/problem+json (RFC 9457).
+//
+// Authentication answers from a KeyCache what it can: a key found in the
+// store within the last minute, or not found within the last 30 seconds
+// (auth.DefaultValidTTL, auth.DefaultUnknownTTL), is not looked up again.
+// Each failure (no key, a malformed or an unknown one) is charged to the
+// client's IP address by Options.AuthFailures; a key the cache has never seen
+// valid is charged before it is looked up, and the charge is refunded when
+// the key is found. A client over the limit thus gets 429 for unknown keys
+// without any lookup, while the keys it used successfully before (still in
+// the cache, even when stale) keep working: one failing script behind a NAT
+// does not lock its neighbours out of keys they are using.
 //
 // The point of the service is in POST /v1/tasks: a user who already has a
 // queued or running task gets 409 Conflict, and when a rule that charged the
@@ -20,12 +33,14 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/internal/auth"
 	"github.com/allowancehq/allowance/tasks"
@@ -73,6 +88,37 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger receives the API's logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// AuthFailures, when not nil, limits failed authentications per client
+	// IP address: each failure is charged to the identity "ip:" and the
+	// address ClientIP finds, and a client over the limit gets 429 before
+	// an unknown key is looked up. Make it with AuthFailureRule over the
+	// limits store of Limiter. Nil: failures are not limited.
+	AuthFailures *allowance.Limiter
+	// ClientIP finds a request's client address for AuthFailures; nil means
+	// httplimit.ClientIP() (the connection's peer, no trusted proxies).
+	ClientIP httplimit.KeyFunc
+	// CheckTimeout bounds each call of AuthFailures' store; 0 means
+	// httplimit.DefaultTimeout. When the store fails, failures are not
+	// limited (logged at WARN): the limit protects the key lookups, which
+	// the key cache protects too.
+	CheckTimeout time.Duration
+	// KeyCache configures the cache of API key lookups; zero fields take
+	// auth's defaults.
+	KeyCache auth.CacheConfig
+	// SeparateMetrics leaves GET /metrics out of Handler (which answers it
+	// 404) for MetricsHandler to serve on a listener of its own.
+	SeparateMetrics bool
+}
+
+// AuthFailureRuleName names the rule of Options.AuthFailures.
+const AuthFailureRuleName = "auth-failures"
+
+// AuthFailureRule returns the rule of Options.AuthFailures for limit, such
+// as 10/minute: a sliding window (no burst of twice the limit across a
+// window boundary, constant memory per address) named AuthFailureRuleName.
+func AuthFailureRule(limit allowance.Limit) allowance.Rule {
+	return allowance.Rule{Name: AuthFailureRuleName, Limits: allowance.Limits{limit}, Algorithm: allowance.SlidingWindow}
 }
 
 // Server serves the API. Make one with New.
@@ -86,7 +132,19 @@ type Server struct {
 	maxBody  int64
 	log      *slog.Logger
 	submits  *prometheus.CounterVec
+
+	authFail     *allowance.Limiter
+	clientIP     httplimit.KeyFunc
+	peerIP       httplimit.KeyFunc // the connection's peer, the fallback of clientIP
+	checkTimeout time.Duration
+	keys         *auth.KeyCache
+	authResults  *prometheus.CounterVec
+	// separateMetrics: GET /metrics is served by MetricsHandler only.
+	separateMetrics bool
 }
+
+// Results of authentication, the result label of taskd_auth_requests_total.
+var authResults = []string{"valid", "valid_cached", "no_key", "unknown", "unknown_cached", "limited", "error"}
 
 // New returns a Server for o, or an error naming what is missing.
 func New(o Options) (*Server, error) {
@@ -99,6 +157,8 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("api: Options.Registry is nil")
 	case o.MaxBodyBytes < 0:
 		return nil, fmt.Errorf("api: Options.MaxBodyBytes %d is negative", o.MaxBodyBytes)
+	case o.KeyCache.ValidTTL < 0, o.KeyCache.UnknownTTL < 0, o.KeyCache.ValidSize < 0, o.KeyCache.UnknownSize < 0:
+		return nil, fmt.Errorf("api: Options.KeyCache %+v has a negative field", o.KeyCache)
 	}
 	s := &Server{
 		store:    o.Store,
@@ -109,6 +169,19 @@ func New(o Options) (*Server, error) {
 		ready:    append([]Check{{Name: "database", Ping: o.Store.Ping}}, o.Ready...),
 		maxBody:  o.MaxBodyBytes,
 		log:      o.Logger,
+
+		authFail:        o.AuthFailures,
+		clientIP:        o.ClientIP,
+		peerIP:          httplimit.ClientIP(),
+		checkTimeout:    o.CheckTimeout,
+		keys:            auth.NewCache(o.KeyCache),
+		separateMetrics: o.SeparateMetrics,
+	}
+	if s.clientIP == nil {
+		s.clientIP = s.peerIP
+	}
+	if s.checkTimeout == 0 {
+		s.checkTimeout = httplimit.DefaultTimeout
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -126,7 +199,40 @@ func New(o Options) (*Server, error) {
 	for _, o := range []string{"accepted", "conflict", "invalid", "error"} {
 		s.submits.WithLabelValues(o)
 	}
+	if err := s.registerAuthMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
 	return s, nil
+}
+
+func (s *Server) registerAuthMetrics(reg prometheus.Registerer) error {
+	s.authResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "taskd_auth_requests_total",
+		Help: "Authentications of /v1/ requests, by result: valid (looked up), valid_cached, no_key (missing or malformed), unknown (looked up), unknown_cached, limited (429: the address failed too often), error (503: the lookup failed).",
+	}, []string{"result"})
+	for _, r := range authResults {
+		s.authResults.WithLabelValues(r)
+	}
+	cs := []prometheus.Collector{s.authResults}
+	for _, kind := range []string{"valid", "unknown"} {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "taskd_auth_key_cache_entries",
+			Help:        "API key lookups held in the key cache, by kind: valid (with their user, fresh or stale) and unknown.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 {
+			v, u := s.keys.Len()
+			if kind == "valid" {
+				return float64(v)
+			}
+			return float64(u)
+		}))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Route is one endpoint of the API.
@@ -176,7 +282,14 @@ func (s *Server) Handler() http.Handler {
 	v1 := http.NewServeMux()
 	methods := map[string][]string{}
 	var paths []string
-	for _, rt := range s.table() {
+	table := s.table()
+	if s.separateMetrics {
+		table = slices.DeleteFunc(table, func(rt route) bool { return rt.Path == "/metrics" })
+		root.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			problemf(w, r, http.StatusNotFound, "Metrics are served on the metrics address (taskd serve -metrics-addr), not here.")
+		})
+	}
+	for _, rt := range table {
 		pattern := rt.Method + " " + rt.Path
 		if rt.Auth {
 			v1.Handle(pattern, rt.handler)
@@ -196,7 +309,7 @@ func (s *Server) Handler() http.Handler {
 			allow = append(allow, "HEAD")
 		}
 		h := methodNotAllowed(strings.Join(allow, ", "))
-		if slices.ContainsFunc(s.table(), func(rt route) bool { return rt.Path == p && rt.Auth }) {
+		if slices.ContainsFunc(table, func(rt route) bool { return rt.Path == p && rt.Auth }) {
 			v1.Handle(p, h)
 		} else {
 			root.Handle(p, h)
@@ -217,22 +330,12 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 }
 
 // authenticate puts the user of the request's API key into its context, or
-// answers 401.
+// answers 401 (no, a malformed or an unknown key), 429 (the client's address
+// failed authentication too often) or 503 (the key could not be looked up).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key, err := auth.Bearer(r)
-		if err != nil {
-			unauthorized(w, r, upperFirst(err.Error())+".")
-			return
-		}
-		user, err := s.store.UserByAPIKey(r.Context(), auth.Hash(key))
-		switch {
-		case errors.Is(err, tasks.ErrNotFound):
-			unauthorized(w, r, "Unknown API key; create one with: taskd keys create -user NAME.")
-			return
-		case err != nil:
-			s.log.ErrorContext(r.Context(), "look up API key", "err", err)
-			problemf(w, r, http.StatusServiceUnavailable, "Cannot check the API key now; try again shortly.")
+		user, ok := s.authUser(w, r)
+		if !ok {
 			return
 		}
 		if rec, ok := w.(*statusRecorder); ok {
@@ -240,6 +343,163 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithUser(r.Context(), user)))
 	})
+}
+
+const unknownKeyDetail = "Unknown API key; create one with: taskd keys create -user NAME."
+
+// authUser returns the user of the request's API key, or answers the
+// request and returns false.
+//
+// A key the cache holds as valid is let in, and one it holds as unknown is
+// a failure, without a lookup. A key the cache has never seen valid is
+// charged as a failure before it is looked up (so an address over the limit
+// gets 429 and costs no lookup) and refunded when the lookup finds it. A
+// stale key, found valid before, is looked up without a charge: an address
+// over the limit still gets the keys it used checked.
+func (s *Server) authUser(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key, err := auth.Bearer(r)
+	if err != nil {
+		s.authFailed(w, r, "no_key", upperFirst(err.Error())+".")
+		return "", false
+	}
+	hash := auth.Hash(key)
+	user, cached := s.keys.Get(hash)
+	switch cached {
+	case auth.Valid:
+		s.authResults.WithLabelValues("valid_cached").Inc()
+		return user, true
+	case auth.Unknown:
+		s.authFailed(w, r, "unknown_cached", unknownKeyDetail)
+		return "", false
+	}
+	var charge *allowance.Receipt
+	if cached == auth.Miss {
+		var ok bool
+		if charge, ok = s.chargeFailure(w, r); !ok {
+			return "", false
+		}
+	}
+	user, err = s.store.UserByAPIKey(r.Context(), hash)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		s.keys.PutUnknown(hash)
+		if cached == auth.Miss {
+			// Charged already.
+			s.authResults.WithLabelValues("unknown").Inc()
+			unauthorized(w, r, unknownKeyDetail)
+		} else {
+			s.authFailed(w, r, "unknown", unknownKeyDetail)
+		}
+		return "", false
+	case err != nil:
+		s.refundFailure(r, charge)
+		s.log.ErrorContext(r.Context(), "look up API key", "err", err)
+		s.authResults.WithLabelValues("error").Inc()
+		problemf(w, r, http.StatusServiceUnavailable, "Cannot check the API key now; try again shortly.")
+		return "", false
+	}
+	s.refundFailure(r, charge)
+	s.keys.PutValid(hash, user)
+	s.authResults.WithLabelValues("valid").Inc()
+	return user, true
+}
+
+// authFailed charges a failed authentication to the client's address and
+// answers 401, or 429 when the address is over the limit.
+func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, result, detail string) {
+	if _, ok := s.chargeFailure(w, r); !ok {
+		return
+	}
+	s.authResults.WithLabelValues(result).Inc()
+	unauthorized(w, r, detail)
+}
+
+// chargeFailure charges one failed authentication to the client's address.
+// It returns the receipt to refund should the request not fail after all
+// (nil when nothing was charged), or false after answering 429 (the address
+// is over the limit). When the limits store fails, nothing is charged and
+// the request goes on.
+func (s *Server) chargeFailure(w http.ResponseWriter, r *http.Request) (*allowance.Receipt, bool) {
+	if s.authFail == nil {
+		return nil, true
+	}
+	ip, err := s.clientIP(r)
+	if err != nil || ip == "" {
+		// A trusted proxy sent a forwarded address that cannot be read
+		// (proxies append the peer they saw, so a client cannot cause
+		// this): charge the proxy itself.
+		s.log.DebugContext(r.Context(), "limit failed authentications: no client address in the forwarding headers; charging the peer", "err", err)
+		if ip, err = s.peerIP(r); err != nil {
+			s.log.WarnContext(r.Context(), "limit failed authentications: no client address; not limiting this request", "err", err)
+			return nil, true
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.checkTimeout)
+	defer cancel()
+	d, err := s.authFail.Check(ctx, "ip:"+ip)
+	if err != nil {
+		s.log.WarnContext(r.Context(), "limit failed authentications: the limits store failed; not limiting this request", "ip", ip, "err", err)
+		return nil, true
+	}
+	if !d.Allowed {
+		s.authResults.WithLabelValues("limited").Inc()
+		writeAuthLimited(w, r, &d)
+		return nil, false
+	}
+	return &d.Receipt, true
+}
+
+// refundFailure gives back the failure charged for a key that turned out
+// valid (or could not be looked up). A nil receipt refunds nothing.
+func (s *Server) refundFailure(r *http.Request, rc *allowance.Receipt) {
+	if rc == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.checkTimeout)
+	defer cancel()
+	if _, err := s.authFail.Refund(ctx, rc); err != nil {
+		s.log.WarnContext(r.Context(), "limit failed authentications: refund of a valid key's charge failed", "err", err)
+	}
+}
+
+// typeAuthFailures is the problem type of a 429 for too many failed
+// authentications.
+const typeAuthFailures = "/problems/auth-failures"
+
+// authLimitedProblem is the body of a 429 for too many failed
+// authentications: a Problem with the members of the rate limiter's 429s.
+type authLimitedProblem struct {
+	Problem
+	Rule       string `json:"rule"`
+	Limit      string `json:"limit"`
+	RetryAfter int64  `json:"retry_after"`
+}
+
+// writeAuthLimited answers 429 for a client address over the limit of
+// failed authentications, with Retry-After in whole seconds (at least 1).
+func writeAuthLimited(w http.ResponseWriter, r *http.Request, d *allowance.Decision) {
+	retry := max(int64((d.RetryAfter+time.Second-1)/time.Second), 1)
+	limit := d.State(d.MostRestrictive()).Limit.String()
+	p := authLimitedProblem{
+		Problem: Problem{
+			Type:     typeAuthFailures,
+			Title:    "Too many failed authentications",
+			Status:   http.StatusTooManyRequests,
+			Detail:   fmt.Sprintf("This address failed authentication too often (%s); retry in %d seconds. API keys used successfully before keep working.", limit, retry),
+			Instance: r.URL.Path,
+		},
+		Rule:       AuthFailureRuleName,
+		Limit:      limit,
+		RetryAfter: retry,
+	}
+	b, _ := marshal(p) // strings and integers: cannot fail
+	h := w.Header()
+	h.Set("Retry-After", strconv.FormatInt(retry, 10))
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTooManyRequests)
+	_, _ = w.Write(b)
 }
 
 func unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
@@ -282,6 +542,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": results})
+}
+
+// MetricsHandler returns a handler of GET /metrics alone, for a listener of
+// its own (Options.SeparateMetrics); it answers anything else 404.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problemf(w, r, http.StatusNotFound, fmt.Sprintf("No endpoint %s %s; this address serves GET /metrics only.", r.Method, r.URL.Path))
+	})
+	return s.accessLog(mux)
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,13 +30,19 @@ import (
 )
 
 // env is an API server on a real SQLite task store and an in-memory limits
-// store whose clock stands still, with no workers: tasks stay queued.
+// store whose clock stands still unless advanced, with no workers: tasks
+// stay queued.
 type env struct {
 	t       *testing.T
 	srv     *httptest.Server
+	api     *Server
 	store   tasks.Store
 	workers *fakeWorkers
+	clock   *atomic.Int64 // the limits store's, in Unix nanoseconds
 }
+
+// advance moves the limits store's clock on by d.
+func (e *env) advance(d time.Duration) { e.clock.Add(int64(d)) }
 
 // fakeWorkers records what the API tells the worker pool.
 type fakeWorkers struct{ notified, canceled atomic.Int64 }
@@ -41,7 +50,9 @@ type fakeWorkers struct{ notified, canceled atomic.Int64 }
 func (f *fakeWorkers) Notify()               { f.notified.Add(1) }
 func (f *fakeWorkers) Cancel(id string) bool { f.canceled.Add(1); return false }
 
-func newEnv(t *testing.T, rules []config.Rule, maxBody int64) *env {
+// newEnv starts an API server with rules; each opt may change its Options,
+// given the limits store.
+func newEnv(t *testing.T, rules []config.Rule, maxBody int64, opts ...func(o *Options, limits allowance.Store)) *env {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "tasks.db"))
@@ -52,8 +63,9 @@ func newEnv(t *testing.T, rules []config.Rule, maxBody int64) *env {
 	if err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
-	limits := memstore.New(memstore.WithClock(func() time.Time { return now }))
+	clock := new(atomic.Int64)
+	clock.Store(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+	limits := memstore.New(memstore.WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
 	t.Cleanup(func() { limits.Close() })
 	var hrules []httplimit.Rule
 	var conflict []string
@@ -69,14 +81,18 @@ func newEnv(t *testing.T, rules []config.Rule, maxBody int64) *env {
 		t.Fatal(err)
 	}
 	w := &fakeWorkers{}
-	s, err := New(Options{Store: store, Limiter: mw, Logger: slog.New(slog.DiscardHandler), ConflictRefund: conflict, Workers: w, Registry: reg, MaxBodyBytes: maxBody,
-		Ready: []Check{{Name: "limits", Ping: func(context.Context) error { return nil }}}})
+	o := Options{Store: store, Limiter: mw, Logger: slog.New(slog.DiscardHandler), ConflictRefund: conflict, Workers: w, Registry: reg, MaxBodyBytes: maxBody,
+		Ready: []Check{{Name: "limits", Ping: func(context.Context) error { return nil }}}}
+	for _, opt := range opts {
+		opt(&o, limits)
+	}
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, store: store, workers: w}
+	return &env{t: t, srv: srv, api: s, store: store, workers: w, clock: clock}
 }
 
 func (e *env) key(user string) string {
@@ -471,4 +487,279 @@ func usageOf(t *testing.T, e *env, key string) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// countingStore counts the API key lookups of a task store.
+type countingStore struct {
+	tasks.Store
+	lookups atomic.Int64
+}
+
+func (c *countingStore) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
+	c.lookups.Add(1)
+	return c.Store.UserByAPIKey(ctx, keyHash)
+}
+
+// manualClock is a clock for the key cache that moves only when told.
+type manualClock struct{ ns atomic.Int64 }
+
+func (c *manualClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *manualClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// frontDoor returns an option that counts key lookups in counter, runs the
+// key cache on clock, and, when failures is not zero, limits failed
+// authentications per client address, the address being the last one of
+// X-Forwarded-For (the test's client is a trusted proxy).
+func frontDoor(t *testing.T, failures allowance.Limit, counter **countingStore, clock *manualClock) func(*Options, allowance.Store) {
+	return func(o *Options, limits allowance.Store) {
+		cs := &countingStore{Store: o.Store}
+		*counter = cs
+		o.Store = cs
+		o.KeyCache.Now = clock.now
+		o.ClientIP = httplimit.ClientIP(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+		if failures != (allowance.Limit{}) {
+			l, err := allowance.NewLimiter(limits, AuthFailureRule(failures))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.AuthFailures = l
+		}
+	}
+}
+
+// from sends GET /v1/tasks from the client address ip with the
+// Authorization header auth (none when empty).
+func (e *env) from(ip, authorization string) response {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", e.srv.URL+"/v1/tasks", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", ip)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return response{res.StatusCode, res.Header, b}
+}
+
+// limited checks that r is the 429 of too many failed authentications and
+// returns its Retry-After.
+func (r response) limited(t *testing.T) int {
+	t.Helper()
+	r.problem(t, http.StatusTooManyRequests)
+	var p struct {
+		Problem
+		Rule       string `json:"rule"`
+		Limit      string `json:"limit"`
+		RetryAfter int    `json:"retry_after"`
+	}
+	r.json(t, &p)
+	retry, err := strconv.Atoi(r.header.Get("Retry-After"))
+	if err != nil || retry < 1 || retry > 120 {
+		t.Fatalf("Retry-After %q, want 1 to 120 seconds (a sliding window of a minute)", r.header.Get("Retry-After"))
+	}
+	if p.Type != typeAuthFailures || p.Rule != AuthFailureRuleName || p.Limit != "3/minute" || p.RetryAfter != retry {
+		t.Fatalf("429 %+v (Retry-After %d), want type %s, rule %s, limit 3/minute and retry_after = Retry-After", p, retry, typeAuthFailures, AuthFailureRuleName)
+	}
+	return retry
+}
+
+// Failed authentications are limited per client address: after three (a
+// missing key, a malformed one, an unknown one) the fourth gets 429 with
+// Retry-After, before its key is looked up, while another address is not
+// affected. From the locked address, a key used before keeps working (from
+// the cache, and looked up again once stale), a key never seen gets 429
+// until the window has passed, and a valid key's charge is refunded.
+func TestAuthFailuresLimitedPerIP(t *testing.T) {
+	var store *countingStore
+	clock := new(manualClock)
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 3, Period: time.Minute}, &store, clock))
+	alice, bob := e.key("alice"), e.key("bob")
+	const a, b = "192.0.2.1", "2001:db8::1"
+
+	if r := e.from(a, "Bearer "+alice); r.status != http.StatusOK {
+		t.Fatalf("alice from %s: %d %s", a, r.status, r.body)
+	}
+	lookups := store.lookups.Load()
+	for _, h := range []string{"", "Bearer nope", "Bearer " + unknownKey()} {
+		e.from(a, h).problem(t, http.StatusUnauthorized)
+	}
+	if got := store.lookups.Load() - lookups; got != 1 {
+		t.Fatalf("%d lookups for a missing, a malformed and an unknown key; want 1", got)
+	}
+	lookups = store.lookups.Load()
+	retry := e.from(a, "Bearer "+unknownKey()).limited(t)
+	e.from(a, "").limited(t)
+	if got := store.lookups.Load() - lookups; got != 0 {
+		t.Fatalf("an address over the limit caused %d lookups, want 0", got)
+	}
+	e.from(b, "Bearer "+unknownKey()).problem(t, http.StatusUnauthorized) // another address
+
+	// Alice's key, found a moment ago, works from the locked address, from
+	// the cache and without a lookup.
+	if r := e.from(a, "Bearer "+alice); r.status != http.StatusOK {
+		t.Fatalf("alice from the locked address: %d %s", r.status, r.body)
+	}
+	if got := store.lookups.Load() - lookups; got != 1 {
+		t.Fatalf("%d lookups, want 1 (the unknown key from %s)", got, b)
+	}
+	// Stale after a minute, it is looked up again, without a charge.
+	clock.advance(auth.DefaultValidTTL)
+	if r := e.from(a, "Bearer "+alice); r.status != http.StatusOK {
+		t.Fatalf("alice's stale key from the locked address: %d %s", r.status, r.body)
+	}
+	if got := store.lookups.Load() - lookups; got != 2 {
+		t.Fatalf("%d lookups, want 2 (alice's stale key looked up again)", got)
+	}
+	// Bob's key was never seen: from the locked address it is charged
+	// like any other, so 429 without a lookup; from elsewhere it works.
+	e.from(a, "Bearer "+bob).limited(t)
+	if got := store.lookups.Load() - lookups; got != 2 {
+		t.Fatalf("bob's key from the locked address was looked up")
+	}
+
+	// Once the window has passed, bob's key works from a; its charge is
+	// refunded, so three failures are still allowed after it.
+	e.advance(time.Duration(retry)*time.Second + 2*time.Minute)
+	if r := e.from(a, "Bearer "+bob); r.status != http.StatusOK {
+		t.Fatalf("bob from %s after the window: %d %s", a, r.status, r.body)
+	}
+	for range 3 {
+		e.from(a, "Bearer nope").problem(t, http.StatusUnauthorized)
+	}
+	e.from(a, "Bearer nope").limited(t)
+
+	m := string(e.do("GET", "/metrics", "", "").body)
+	for _, want := range []string{
+		`taskd_auth_requests_total{result="limited"} 4`,
+		`taskd_auth_requests_total{result="no_key"} 5`,
+		`taskd_auth_requests_total{result="valid_cached"} 1`,
+		`taskd_auth_requests_total{result="valid"} 3`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func unknownKey() string {
+	k, _ := auth.NewKey()
+	return k
+}
+
+// An unknown key is answered from the cache for auth.DefaultUnknownTTL: a
+// flood of one key costs one lookup; a key created after it was cached as
+// unknown works once the TTL is over.
+func TestUnknownKeyCached(t *testing.T) {
+	var store *countingStore
+	clock := new(manualClock)
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{}, &store, clock))
+	key, hash := auth.NewKey()
+	for range 50 {
+		e.from("192.0.2.1", "Bearer "+key).problem(t, http.StatusUnauthorized)
+	}
+	if n := store.lookups.Load(); n != 1 {
+		t.Fatalf("50 requests with one unknown key made %d lookups, want 1", n)
+	}
+	if err := e.store.CreateAPIKey(context.Background(), "dave", hash); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(auth.DefaultUnknownTTL - time.Nanosecond)
+	e.from("192.0.2.1", "Bearer "+key).problem(t, http.StatusUnauthorized)
+	clock.advance(time.Nanosecond)
+	if r := e.from("192.0.2.1", "Bearer "+key); r.status != http.StatusOK {
+		t.Fatalf("the key created meanwhile, once the TTL is over: %d %s", r.status, r.body)
+	}
+	for range 10 {
+		if r := e.from("192.0.2.1", "Bearer "+key); r.status != http.StatusOK {
+			t.Fatalf("dave: %d %s", r.status, r.body)
+		}
+	}
+	if n := store.lookups.Load(); n != 2 {
+		t.Fatalf("%d lookups, want 2: dave's key is answered from the cache", n)
+	}
+	if v, u := e.api.keys.Len(); v != 1 || u != 0 {
+		t.Errorf("key cache holds %d valid and %d unknown keys, want 1 and 0", v, u)
+	}
+}
+
+// failingStore is a limits store that is down.
+type failingStore struct{ allowance.Store }
+
+func (failingStore) Charge(context.Context, allowance.Request, *allowance.Decision) error {
+	return errors.New("connection refused")
+}
+
+// When the limits store fails, failed authentications are not limited:
+// they get 401, not 503.
+func TestAuthFailuresStoreDown(t *testing.T) {
+	var store *countingStore
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 1, Period: time.Minute}, &store, new(manualClock)),
+		func(o *Options, limits allowance.Store) {
+			l, err := allowance.NewLimiter(failingStore{limits}, AuthFailureRule(allowance.Limit{Count: 1, Period: time.Minute}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.AuthFailures = l
+		})
+	k := e.key("erin")
+	for range 3 {
+		e.from("192.0.2.1", "Bearer nope").problem(t, http.StatusUnauthorized)
+	}
+	if r := e.from("192.0.2.1", "Bearer "+k); r.status != http.StatusOK {
+		t.Fatalf("a valid key with the limits store down: %d %s", r.status, r.body)
+	}
+}
+
+// With SeparateMetrics, GET /metrics is not served by Handler but by
+// MetricsHandler, on a listener of its own.
+func TestSeparateMetrics(t *testing.T) {
+	e := newEnv(t, generous(), 0, func(o *Options, _ allowance.Store) { o.SeparateMetrics = true })
+	p := e.do("GET", "/metrics", "", "").problem(t, http.StatusNotFound)
+	if !strings.Contains(p.Detail, "metrics address") {
+		t.Errorf("GET /metrics on the API address: %+v", p)
+	}
+	if r := e.do("GET", "/healthz", "", ""); r.status != http.StatusOK {
+		t.Errorf("GET /healthz: %d", r.status)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := httptest.NewUnstartedServer(e.api.MetricsHandler())
+	ms.Listener.Close()
+	ms.Listener = ln
+	ms.Start()
+	t.Cleanup(ms.Close)
+	get := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, ms.URL+path, nil)
+		res, err := ms.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("GET", "/metrics"); code != http.StatusOK || !strings.Contains(body, "taskd_auth_requests_total") {
+		t.Fatalf("GET /metrics on the metrics address: %d\n%.300s", code, body)
+	}
+	if code, _ := get("POST", "/metrics"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics on the metrics address: %d, want 405", code)
+	}
+	for _, path := range []string{"/healthz", "/v1/tasks"} {
+		if code, _ := get("GET", path); code != http.StatusNotFound {
+			t.Errorf("GET %s on the metrics address: %d, want 404", path, code)
+		}
+	}
 }

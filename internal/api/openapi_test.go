@@ -56,6 +56,25 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Errorf("api/openapi.yaml documents\n  %s\nthe server registers\n  %s", strings.Join(documented, "\n  "), strings.Join(served, "\n  "))
 	}
 
+	// Authentication answers every route that needs a key with 401 (no,
+	// a malformed or an unknown key) or 429 (the client's address failed
+	// too often), whatever the rate-limit rules: each such operation
+	// documents both, 429 as TooManyRequests.
+	for _, r := range Routes() {
+		if !r.Auth {
+			continue
+		}
+		item, _ := paths[r.Path].(map[string]any)
+		op, _ := item[strings.ToLower(r.Method)].(map[string]any)
+		responses, _ := op["responses"].(map[string]any)
+		for code, ref := range map[string]string{"401": "#/components/responses/Unauthorized", "429": "#/components/responses/TooManyRequests"} {
+			resp, _ := responses[code].(map[string]any)
+			if got, _ := resp["$ref"].(string); got != ref {
+				t.Errorf("%s %s: response %s is %v, want $ref %s", r.Method, r.Path, code, responses[code], ref)
+			}
+		}
+	}
+
 	var walk func(v any)
 	walk = func(v any) {
 		switch v := v.(type) {
