@@ -270,7 +270,7 @@ func Sentinel(t testing.TB) *SentinelGroup {
 	waitInfo(t, replica.Addr(), "replication", "master_link_status:up")
 	sentinel := startWith(t, func(int) string {
 		return fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n"+
-			"sentinel down-after-milliseconds %[1]s 2000\n"+
+			"sentinel down-after-milliseconds %[1]s 30000\n"+
 			"sentinel failover-timeout %[1]s 10000\n", MasterSet, master.port)
 	}, []string{"--sentinel"})
 	g := &SentinelGroup{t: t, Master: master, Replica: replica, Sentinel: sentinel}
@@ -302,9 +302,28 @@ func (g *SentinelGroup) MasterAddr() string {
 // says it is one, and the old master has become its replica. Until then the
 // old master still takes writes from clients that have not yet heard of the
 // switch, and loses them when it becomes a replica: a test that waited less
-// would race with that. Master and Replica change places.
+// would race with that. Before it asks, it waits until the replica has
+// acknowledged every write the master took (WAIT), so the failover loses
+// nothing. Master and Replica change places.
+//
+// The Sentinel waits 30 s before it fails over a master on its own, so a
+// machine too busy to answer its pings for a few seconds does not make
+// the group fail over behind the test's back.
 func (g *SentinelGroup) Failover() {
 	g.t.Helper()
+	if addr := g.MasterAddr(); addr != g.Master.Addr() {
+		g.t.Fatalf("redistest: the Sentinel reports master %s before the failover; want %s", addr, g.Master.Addr())
+	}
+	waitDeadline := time.Now().Add(startTimeout)
+	for {
+		n, err := Command(g.Master.Addr(), "WAIT", "1", "1000")
+		if err == nil && n == "1" {
+			break
+		}
+		if time.Now().After(waitDeadline) {
+			g.t.Fatalf("redistest: WAIT for the replica of %s: %q, %v", g.Master.Addr(), n, err)
+		}
+	}
 	// A Sentinel that has not yet read the replica's own INFO (it does every
 	// few seconds) answers NOGOODSLAVE: ask again until it accepts.
 	deadline := time.Now().Add(startTimeout)
