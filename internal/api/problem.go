@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Problem is an RFC 9457 problem details object, the body of every error
@@ -53,12 +54,22 @@ func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 
 // marshal encodes v as JSON and a newline, leaving <, > and & as they are
 // (a JSON API is not HTML; "Bearer <key>" should read as written).
+//
+// The result is always valid UTF-8. encoding/json makes Go strings so (a
+// detail that quotes a field name, a path), but copies a json.RawMessage
+// (a task's input and output) byte for byte, and a task stored before its
+// input was checked may hold bytes that are not UTF-8. In valid JSON such
+// bytes can only be inside strings, so each run of them becomes U+FFFD and the
+// JSON stays valid.
 func marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return nil, err
+	}
+	if b := buf.Bytes(); !utf8.Valid(b) {
+		return bytes.ToValidUTF8(b, []byte("\uFFFD")), nil
 	}
 	return buf.Bytes(), nil
 }
