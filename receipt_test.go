@@ -3,6 +3,8 @@ package allowance_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -65,10 +67,17 @@ func TestReceiptRoundTrip(t *testing.T) {
 	}
 }
 
+// tagLen is the length of a signed receipt's tag, at the end of its
+// encoding.
+const tagLen = 16
+
 func TestReceiptDecodeErrors(t *testing.T) {
 	good, err := realReceipts(t)[1].MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if good[0] != 2 {
+		t.Fatalf("a store's receipt encodes as version %d; want 2, signed", good[0])
 	}
 	mutate := func(f func(b []byte) []byte) []byte { return f(slices.Clone(good)) }
 	tests := []struct {
@@ -77,11 +86,12 @@ func TestReceiptDecodeErrors(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "truncated before the version"},
-		{"version", mutate(func(b []byte) []byte { b[0] = 2; return b }), "unknown version 2"},
+		{"version", mutate(func(b []byte) []byte { b[0] = 3; return b }), "unknown version 3; expected 1 or 2"},
+		{"truncated tag", good[:len(good)-tagLen+1], "truncated in the tag"},
 		{"flags", mutate(func(b []byte) []byte { b[1] = 2; return b }), "unknown flags"},
 		{"truncated id", good[:10], "truncated in the receipt id"},
 		{"trailing", append(slices.Clone(good), 0), "1 unexpected bytes"},
-		{"truncated", good[:len(good)-1], "truncated"},
+		{"truncated", good[:len(good)-tagLen-1], "truncated"},
 		{"non-minimal varint", mutate(func(b []byte) []byte {
 			// identity length 6 ("üalice" is 7 bytes): rewrite as 0x87 0x00
 			return slices.Concat(b[:18], []byte{0x80 | b[18], 0x00}, b[19:])
@@ -100,6 +110,172 @@ func TestReceiptDecodeErrors(t *testing.T) {
 				t.Fatal("a failed decode changed the receipt")
 			}
 		})
+	}
+}
+
+// v1Receipt is a receipt as encoded before receipts were signed (format
+// version 1), by the encoder of that time: NewReceipt of id
+// 0123456789abcdef0123456789abcdef for "alice", two sliding-window charges
+// of rule create-task (3/minute and 20/day) in the window starting
+// 2026-01-01T00:00:00Z.
+const v1Receipt = "01000123456789abcdef0123456789abcdef05616c696365020b6372656174652d7461736b033c0101808081b184e991030b6372656174652d7461736b1480a3050101808081b184e99103"
+
+// TestReceiptVersion1 decodes a version 1 receipt: it still decodes,
+// unsigned, encodes again to the same bytes, and no key verifies it.
+func TestReceiptVersion1(t *testing.T) {
+	b, err := hex.DecodeString(v1Receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r allowance.Receipt
+	if err := r.UnmarshalBinary(b); err != nil {
+		t.Fatalf("decode a version 1 receipt: %v", err)
+	}
+	if r.ID.String() != "0123456789abcdef0123456789abcdef" || r.Identity != "alice" || r.Len() != 2 || r.Charge(1).Limit.Period != 24*time.Hour {
+		t.Fatalf("decoded %s %q %+v", r.ID, r.Identity, r.Charges())
+	}
+	if r.Signed() {
+		t.Fatal("a version 1 receipt decodes as signed")
+	}
+	again, err := r.MarshalBinary()
+	if err != nil || !bytes.Equal(again, b) {
+		t.Fatalf("re-encoded %x, %v; want %x", again, err, b)
+	}
+	if testKeys(t, "key one, sixteen bytes or more").Verify(&r) {
+		t.Fatal("a version 1 receipt verifies")
+	}
+}
+
+func testKeys(t testing.TB, keys ...string) *allowance.ReceiptKeys {
+	t.Helper()
+	bs := make([][]byte, len(keys))
+	for i, k := range keys {
+		bs[i] = []byte(k)
+	}
+	k, err := allowance.NewReceiptKeys(bs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// v2Receipt is v1Receipt signed with the key "key one, sixteen bytes or
+// more": the format of version 2, tag included, pinned. The tag was checked
+// with an implementation of SipHash-2-4-128 written apart from this one:
+// SipHash, under the first 16 bytes of SHA-256("allowance receipt key\x00"
+// || key), of every byte before it.
+const v2Receipt = "02000123456789abcdef0123456789abcdef05616c696365020b6372656174652d7461736b033c0101808081b184e991030b6372656174652d7461736b1480a3050101808081b184e99103" +
+	"e8bdd17fa93ad9687f87628a28a61952"
+
+// TestReceiptSignVerify: the first key signs, every key verifies; a receipt
+// signed with a key not listed, changed after signing, or never signed does
+// not verify; the tag survives encoding.
+func TestReceiptSignVerify(t *testing.T) {
+	const k1, k2, k3 = "key one, sixteen bytes or more", "key two, sixteen bytes or more", "key three, also long enough"
+	b, err := hex.DecodeString(v1Receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r allowance.Receipt
+	if err := r.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	testKeys(t, k1).Sign(&r)
+	if !r.Signed() {
+		t.Fatal("Sign did not sign")
+	}
+	enc, err := r.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(enc); got != v2Receipt {
+		t.Fatalf("signed receipt encodes as %s; want %s", got, v2Receipt)
+	}
+	for _, tc := range []struct {
+		keys []string
+		want bool
+	}{
+		{[]string{k1}, true},
+		{[]string{k2, k1}, true}, // k1 rotated to second place
+		{[]string{k2}, false},    // k1 rotated out
+		{[]string{k3, k2}, false},
+	} {
+		if got := testKeys(t, tc.keys...).Verify(&r); got != tc.want {
+			t.Errorf("Verify with %d keys %q = %v, want %v", len(tc.keys), tc.keys, got, tc.want)
+		}
+	}
+	var dec allowance.Receipt
+	if err := dec.UnmarshalBinary(enc); err != nil || !dec.Signed() || !testKeys(t, k1).Verify(&dec) {
+		t.Fatalf("decoded signed receipt: signed %v, err %v, or it does not verify", dec.Signed(), err)
+	}
+	// Any bit flipped: it no longer decodes, or no longer verifies.
+	for i := range 8 * len(enc) {
+		bad := slices.Clone(enc)
+		bad[i/8] ^= 1 << (i % 8)
+		var x allowance.Receipt
+		if x.UnmarshalBinary(bad) == nil && testKeys(t, k1).Verify(&x) {
+			t.Fatalf("bit %d flipped: %x still verifies", i, bad)
+		}
+	}
+	// Changed in memory after signing.
+	moved := dec
+	moved.ID[0] ^= 1
+	renamed := dec
+	renamed.Identity = "mallory"
+	for _, x := range []*allowance.Receipt{&moved, &renamed} {
+		if testKeys(t, k1).Verify(x) {
+			t.Fatalf("a receipt changed after signing verifies: %s %q", x.ID, x.Identity)
+		}
+	}
+	// Built from scratch.
+	fresh, err := allowance.NewReceipt(dec.ID, dec.Identity, dec.Charges())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Signed() || testKeys(t, k1).Verify(&fresh) {
+		t.Fatal("a receipt built with NewReceipt verifies")
+	}
+	u := allowance.UncertainReceipt(allowance.Request{ID: dec.ID, Identity: "alice", Rules: dec.Rules()})
+	if testKeys(t, k1).Verify(&u) {
+		t.Fatal("an unsigned uncertain receipt verifies")
+	}
+	testKeys(t, k1).Sign(&u)
+	if !testKeys(t, k1).Verify(&u) {
+		t.Fatal("a signed uncertain receipt does not verify")
+	}
+	var none allowance.Receipt
+	testKeys(t, k1).Sign(&none)
+	if none.Signed() || testKeys(t, k1).Verify(&none) {
+		t.Fatal("a receipt without charges was signed")
+	}
+}
+
+func TestNewReceiptKeysErrors(t *testing.T) {
+	if _, err := allowance.NewReceiptKeys(); err == nil || !strings.Contains(err.Error(), "none given") {
+		t.Errorf("NewReceiptKeys() = %v; want an error saying none given", err)
+	}
+	if _, err := allowance.NewReceiptKeys(make([]byte, 32), []byte("short")); err == nil || !strings.Contains(err.Error(), "receipt key 2 is 5 bytes; expected at least 16") {
+		t.Errorf("NewReceiptKeys with a 5-byte key = %v; want an error saying it is too short", err)
+	}
+	k := allowance.RandomReceiptKeys()
+	if s := fmt.Sprintf("%v %#v %s", k, k, k); s != "ReceiptKeys(1 keys) ReceiptKeys(1 keys) ReceiptKeys(1 keys)" {
+		t.Errorf("keys print as %q", s)
+	}
+	if allowance.Unverified.String() != "unverified" {
+		t.Errorf("Unverified.String() = %q", allowance.Unverified.String())
+	}
+}
+
+func TestSignVerifyNoAllocs(t *testing.T) {
+	r := realReceipts(t)[0]
+	k := testKeys(t, "another key, long enough", "key one, sixteen bytes or more")
+	if n := testing.AllocsPerRun(100, func() {
+		k.Sign(&r)
+		if !k.Verify(&r) {
+			t.Fatal("does not verify")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per sign and verify; want 0", n)
 	}
 }
 

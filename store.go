@@ -21,19 +21,25 @@ type Store interface {
 	// all or nothing, and writes the outcome to d, which it first resets with
 	// d.Reset: when any limit would be exceeded nothing is charged and the
 	// Decision is a denial. An allowed Decision carries a Receipt whose ID is
-	// req.ID, or one the store chose when req.ID is zero.
+	// req.ID, or one the store chose when req.ID is zero, signed with the
+	// store's ReceiptKeys.
 	//
 	// The Decision is the caller's, filled in place so that a check copies
 	// nothing; Charge must not keep d after it returns. On an error, d
 	// describes no charge, except that a store whose round trip can fail after
 	// the charge may have been applied returns an error wrapping ErrUncertain
 	// with d.Receipt set to the charge's uncertain receipt (UncertainReceipt of
-	// the request, with the ID used); refunding it voids the charge.
+	// the request, with the ID used, signed); refunding it voids the charge.
 	Charge(ctx context.Context, req Request, d *Decision) error
 
 	// Refund undoes the charges of one receipt, at most once per receipt ID
 	// across all callers and processes, and writes to res what happened, per
-	// charge, after res.Reset; the outcomes reuse the storage of res.Charges
+	// charge, after res.Reset. It first verifies the receipt's tag with the
+	// store's ReceiptKeys: a receipt that no key verifies (altered, built
+	// with NewReceipt, signed by another key, or encoded before receipts were
+	// signed) changes nothing, not even the record of refunded or voided IDs,
+	// and every charge's outcome is Unverified (RefundResult.SetUnverified);
+	// that is not an error. the outcomes reuse the storage of res.Charges
 	// when it has room, so that a caller that keeps a RefundResult refunds
 	// without allocating. On an error res holds no outcomes. guards are the
 	// refund guards of the receipt's rules, by rule name; a rule without one
@@ -267,9 +273,15 @@ const (
 	// NotCharged: the receipt was uncertain and the charge was never applied;
 	// it is now void and cannot be applied later.
 	NotCharged
+	// Unverified: no key of the store verifies the receipt's tag, so the
+	// store cannot tell that it made the charge: the receipt was altered,
+	// built with NewReceipt, signed under a key the store does not list (a
+	// key rotated out, another deployment's), or encoded before receipts
+	// were signed (format version 1). Nothing changed.
+	Unverified
 )
 
-var outcomeNames = [...]string{"", "restored", "window_ended", "already_refunded", "declined", "not_charged"}
+var outcomeNames = [...]string{"", "restored", "window_ended", "already_refunded", "declined", "not_charged", "unverified"}
 
 // String returns the outcome's name as used in logs and metrics, such as
 // "window_ended".
@@ -309,6 +321,16 @@ func (r *RefundResult) Reset(id ReceiptID, n int) {
 	}
 	r.Charges = r.Charges[:n]
 	clear(r.Charges)
+}
+
+// SetUnverified makes r the result of refusing receipt, which no key of the
+// store verifies: every charge's outcome Unverified, nothing restored. For
+// use by Store implementations.
+func (r *RefundResult) SetUnverified(receipt *Receipt) {
+	r.Reset(receipt.ID, receipt.Len())
+	for i := range r.Charges {
+		r.Charges[i] = ChargeOutcome{Charge: receipt.Charge(i), Outcome: Unverified}
+	}
 }
 
 // Restored reports whether any charge was given back.

@@ -19,6 +19,12 @@
 // the monotonic clock too (on Linux), so it is followed at once. Without the
 // sweeper (WithSweepInterval(0)) the wall clock is read at New only.
 //
+// Receipts are signed (allowance.ReceiptKeys) with a random key made by New,
+// unless WithReceiptKeys gives others: a receipt refunds only in the store
+// that charged it, which is the only store that holds its usage anyway. A
+// receipt that the store's keys do not verify restores nothing, and its
+// outcome is allowance.Unverified (counted by Unverified).
+//
 // A memstore lives and dies with its process: use redisstore to share limits
 // between replicas.
 package memstore
@@ -43,8 +49,11 @@ type Store struct {
 	now    func() int64 // µs
 	sys    *systemClock // the default clock, re-anchored by the sweeper
 	seed   maphash.Seed
+	keys   *allowance.ReceiptKeys
 	shards []shard
 	mask   uint64
+
+	unverified atomic.Uint64 // refunds refused as unverified
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -194,6 +203,7 @@ type config struct {
 	now    func() time.Time
 	shards int
 	sweep  time.Duration
+	keys   *allowance.ReceiptKeys
 }
 
 // Option configures a Store.
@@ -216,6 +226,15 @@ func WithShards(n int) Option { return func(c *config) { c.shards = n } }
 // disables it; Sweep can then be called by hand.
 func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.sweep = d } }
 
+// WithReceiptKeys makes the store sign receipts with keys' first key and
+// refund only receipts that one of keys verifies. The default (also when
+// keys is nil) is a random key of the store's own: receipts refund in the
+// store that charged them, and nowhere else. Give keys only to share them
+// with other stores, such as a test's.
+func WithReceiptKeys(keys *allowance.ReceiptKeys) Option {
+	return func(c *config) { c.keys = keys }
+}
+
 // New returns a Store.
 func New(opts ...Option) *Store {
 	cfg := config{shards: 256, sweep: time.Minute}
@@ -226,7 +245,10 @@ func New(opts ...Option) *Store {
 	for n < cfg.shards {
 		n <<= 1
 	}
-	s := &Store{seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	s := &Store{seed: maphash.MakeSeed(), keys: cfg.keys, shards: make([]shard, n), mask: uint64(n - 1)}
+	if s.keys == nil {
+		s.keys = allowance.RandomReceiptKeys()
+	}
 	salt := rand.Uint64()
 	for i := range s.shards {
 		s.shards[i].tag = salt + uint64(i)
@@ -303,6 +325,11 @@ func (s *Store) Sweep() {
 		sh.mu.Unlock()
 	}
 }
+
+// Unverified returns the number of refunds refused since New because the
+// store's keys did not verify the receipt (allowance.Unverified): altered or
+// forged receipts, or receipts of another store. Worth an alert.
+func (s *Store) Unverified() uint64 { return s.unverified.Load() }
 
 // Len returns the number of identities and receipt records held: what memory
 // the store uses, for tests and metrics. A record holds one refunded or voided
@@ -416,6 +443,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	d.SetLimit(0, res.Allowed, res.Remaining, micros(res.ResetAfter), micros(res.RetryAfter), window)
 	if res.Allowed {
 		d.Allow()
+		s.keys.Sign(&d.Receipt)
 	}
 	return nil
 }
@@ -505,6 +533,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 	}
 	if allowed {
 		d.Allow()
+		s.keys.Sign(&d.Receipt)
 	}
 	return nil
 }
@@ -564,7 +593,9 @@ func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, t, c, now in
 
 func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
 
-// Refund undoes receipt's charges, at most once per receipt ID.
+// Refund undoes receipt's charges, at most once per receipt ID. A receipt
+// that the store's keys do not verify changes nothing: every outcome is
+// allowance.Unverified.
 func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard, res *allowance.RefundResult) error {
 	if err := ctx.Err(); err != nil {
 		res.Reset(receipt.ID, 0)
@@ -572,6 +603,11 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	}
 	res.Reset(receipt.ID, receipt.Len())
 	if receipt.Len() == 0 {
+		return nil
+	}
+	if !s.keys.Verify(receipt) {
+		res.SetUnverified(receipt)
+		s.unverified.Add(1)
 		return nil
 	}
 	if receipt.Len() == 1 && !receipt.Uncertain() && !guarded(guards, receipt.Rules()[0].Name) {

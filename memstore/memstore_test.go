@@ -13,11 +13,14 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, c *storetest.Clock) allowance.Store {
-		s := memstore.New(memstore.WithClock(c.Now))
+	keyed := func(t *testing.T, c *storetest.Clock, keys *allowance.ReceiptKeys) allowance.Store {
+		s := memstore.New(memstore.WithClock(c.Now), memstore.WithReceiptKeys(keys))
 		t.Cleanup(func() { s.Close() })
 		return s
-	}, storetest.Options{})
+	}
+	storetest.Run(t, func(t *testing.T, c *storetest.Clock) allowance.Store {
+		return keyed(t, c, nil) // the default: a random key
+	}, storetest.Options{Keyed: keyed})
 }
 
 func rule(alg allowance.Algorithm, limits string) allowance.Rule {
@@ -33,7 +36,8 @@ func rule(alg allowance.Algorithm, limits string) allowance.Rule {
 func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0))
+	keys := allowance.RandomReceiptKeys()
+	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0), memstore.WithReceiptKeys(keys))
 	defer s.Close()
 	for _, alg := range allowance.Algorithms() {
 		lim, err := allowance.NewLimiter(s, rule(alg, "5/minute; 10/hour"))
@@ -53,6 +57,7 @@ func TestSweep(t *testing.T) {
 		}
 		u := allowance.Request{ID: allowance.NewReceiptID(), Identity: "void", Rules: lim.Rules()}
 		r := allowance.UncertainReceipt(u)
+		keys.Sign(&r)
 		if _, err := lim.Refund(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
@@ -169,11 +174,13 @@ func TestRefundResultsAreTheirOwn(t *testing.T) {
 }
 
 // TestVoidedIDNotChosen: an id the store would choose next, voided first by
-// a caller (the store's ids are easy to guess), is skipped: the next charge
-// gets another id and its refund restores it.
+// a caller (the store's ids are easy to guess) with an uncertain receipt the
+// store's keys sign, is skipped: the next charge gets another id and its
+// refund restores it.
 func TestVoidedIDNotChosen(t *testing.T) {
 	ctx := context.Background()
-	s := memstore.New(memstore.WithSweepInterval(0))
+	keys := allowance.RandomReceiptKeys()
+	s := memstore.New(memstore.WithSweepInterval(0), memstore.WithReceiptKeys(keys))
 	defer s.Close()
 	lim, err := allowance.NewLimiter(s, rule(allowance.FixedWindow, "10/minute"))
 	if err != nil {
@@ -186,6 +193,7 @@ func TestVoidedIDNotChosen(t *testing.T) {
 	next := d.Receipt.ID
 	binary.BigEndian.PutUint64(next[8:], binary.BigEndian.Uint64(next[8:])+1)
 	void := allowance.UncertainReceipt(allowance.Request{ID: next, Identity: "alice", Rules: lim.Rules()})
+	keys.Sign(&void)
 	if res, err := lim.Refund(ctx, &void); err != nil || res.Outcome() != allowance.NotCharged {
 		t.Fatalf("voiding %s: %v, %v; want not_charged", next, res.Outcome(), err)
 	}
@@ -198,5 +206,41 @@ func TestVoidedIDNotChosen(t *testing.T) {
 	}
 	if u, _ := lim.Peek(ctx, "alice"); u[0].Used != 1 {
 		t.Fatalf("used %d after one kept charge and one refunded; want 1", u[0].Used)
+	}
+}
+
+// TestUnverified: a receipt of another store (each has a random key of its
+// own by default) restores nothing there, and is counted.
+func TestUnverified(t *testing.T) {
+	ctx := context.Background()
+	a, b := memstore.New(memstore.WithSweepInterval(0)), memstore.New(memstore.WithSweepInterval(0))
+	defer a.Close()
+	defer b.Close()
+	la, err := allowance.NewLimiter(a, rule(allowance.GCRA, "10/minute"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := allowance.NewLimiter(b, la.Rules()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := la.Check(ctx, "alice")
+	if err != nil || !d.Allowed {
+		t.Fatal(d.Allowed, err)
+	}
+	if _, err := lb.Check(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := lb.Refund(ctx, &d.Receipt); err != nil || res.Outcome() != allowance.Unverified || res.Restored() {
+		t.Fatalf("refund in another store: %v %v; want unverified", res.Outcome(), err)
+	}
+	if a.Unverified() != 0 || b.Unverified() != 1 {
+		t.Fatalf("Unverified() = %d, %d; want 0, 1", a.Unverified(), b.Unverified())
+	}
+	if u, _ := lb.Peek(ctx, "alice"); u[0].Used != 1 {
+		t.Fatalf("used %d in the other store; want 1", u[0].Used)
+	}
+	if res, err := la.Refund(ctx, &d.Receipt); err != nil || res.Outcome() != allowance.Restored {
+		t.Fatalf("refund in the store that charged: %v %v; want restored", res.Outcome(), err)
 	}
 }

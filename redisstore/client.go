@@ -51,6 +51,9 @@ type client interface {
 	evalText(ctx context.Context, s scriptID, keys, args []string) (string, error)
 	// del deletes keys of one hash slot.
 	del(ctx context.Context, keys []string) error
+	// setNXGet sets key to value unless it is set (SET NX GET) and returns
+	// the value it holds after.
+	setNXGet(ctx context.Context, key, value string) (string, error)
 	ping(ctx context.Context) error
 	close()
 	// mayHaveApplied reports whether a failed command may still have been
@@ -88,6 +91,14 @@ func (r *rueidisClient) evalText(ctx context.Context, s scriptID, keys, args []s
 
 func (r *rueidisClient) del(ctx context.Context, keys []string) error {
 	return r.c.Do(ctx, r.c.B().Del().Key(keys...).Build()).Error()
+}
+
+func (r *rueidisClient) setNXGet(ctx context.Context, key, value string) (string, error) {
+	old, err := r.c.Do(ctx, r.c.B().Set().Key(key).Value(value).Nx().Get().Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return value, nil
+	}
+	return old, err
 }
 
 func (r *rueidisClient) ping(ctx context.Context) error {
@@ -141,6 +152,14 @@ func (g *goRedisClient) evalText(ctx context.Context, s scriptID, keys, args []s
 
 func (g *goRedisClient) del(ctx context.Context, keys []string) error {
 	return g.c.Del(ctx, keys...).Err()
+}
+
+func (g *goRedisClient) setNXGet(ctx context.Context, key, value string) (string, error) {
+	old, err := g.c.SetArgs(ctx, key, value, redis.SetArgs{Mode: "NX", Get: true}).Result()
+	if errors.Is(err, redis.Nil) {
+		return value, nil
+	}
+	return old, err
 }
 
 func (g *goRedisClient) ping(ctx context.Context) error {

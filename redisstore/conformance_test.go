@@ -22,53 +22,70 @@ var prefixes atomic.Int64
 // freshPrefix gives each store of a test its own keys on a shared server.
 func freshPrefix() string { return fmt.Sprintf("t%d:", prefixes.Add(1)) }
 
-// rueidisFactory makes stores over one rueidis client to addrs.
+// keyed turns a constructor of stores into the suite's factories: the
+// default one (the receipt key shared through Redis, one per fresh prefix)
+// and the one with the keys given.
+func keyed(newStore func(opts ...redisstore.Option) (*redisstore.Store, error)) (storetest.Factory, storetest.KeyedFactory) {
+	k := func(t *testing.T, clock *storetest.Clock, keys *allowance.ReceiptKeys) allowance.Store {
+		opts := []redisstore.Option{redisstore.WithPrefix(freshPrefix()), redisstore.WithClock(clock.Now)}
+		if keys != nil {
+			opts = append(opts, redisstore.WithReceiptKeys(keys))
+		}
+		s, err := newStore(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	return func(t *testing.T, clock *storetest.Clock) allowance.Store { return k(t, clock, nil) }, k
+}
+
+// rueidisFactory makes stores over one rueidis client to addrs, with the
+// receipt key shared through Redis.
 func rueidisFactory(t *testing.T, addrs []string) storetest.Factory {
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
 	if err != nil {
 		t.Fatalf("rueidis client for %v: %v", addrs, err)
 	}
 	t.Cleanup(c.Close)
-	return func(t *testing.T, clock *storetest.Clock) allowance.Store {
-		s, err := redisstore.NewRueidis(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithClock(clock.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	f, _ := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+	return f
 }
 
-// goRedisFactory makes stores over one go-redis client.
-func goRedisFactory(t *testing.T, c redis.UniversalClient) storetest.Factory {
-	t.Cleanup(func() { c.Close() })
-	return func(t *testing.T, clock *storetest.Clock) allowance.Store {
-		s, err := redisstore.NewGoRedis(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithClock(clock.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+// runRueidis runs the suite with stores over one rueidis client to addrs.
+func runRueidis(t *testing.T, addrs []string) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
+	if err != nil {
+		t.Fatalf("rueidis client for %v: %v", addrs, err)
 	}
+	t.Cleanup(c.Close)
+	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+}
+
+// runGoRedis runs the suite with stores over one go-redis client.
+func runGoRedis(t *testing.T, c redis.UniversalClient) {
+	t.Cleanup(func() { c.Close() })
+	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewGoRedis(c, opts...) })
+}
+
+func runClient(t *testing.T, newStore func(opts ...redisstore.Option) (*redisstore.Store, error)) {
+	f, k := keyed(newStore)
+	storetest.Run(t, f, storetest.Options{Concurrency: contention, Keyed: k})
 }
 
 func TestConformanceSingleNode(t *testing.T) {
 	addr := redistest.Server(t)
-	t.Run("rueidis", func(t *testing.T) {
-		storetest.Run(t, rueidisFactory(t, []string{addr}), storetest.Options{Concurrency: contention})
-	})
+	t.Run("rueidis", func(t *testing.T) { runRueidis(t, []string{addr}) })
 	t.Run("go-redis", func(t *testing.T) {
-		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
-		storetest.Run(t, goRedisFactory(t, c), storetest.Options{Concurrency: contention})
+		runGoRedis(t, redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64}))
 	})
 }
 
 func TestConformanceCluster(t *testing.T) {
 	addrs := redistest.Cluster(t)
-	t.Run("rueidis", func(t *testing.T) {
-		storetest.Run(t, rueidisFactory(t, addrs), storetest.Options{Concurrency: contention})
-	})
+	t.Run("rueidis", func(t *testing.T) { runRueidis(t, addrs) })
 	t.Run("go-redis", func(t *testing.T) {
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: 64})
-		storetest.Run(t, goRedisFactory(t, c), storetest.Options{Concurrency: contention})
+		runGoRedis(t, redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: 64}))
 	})
 }
 

@@ -9,7 +9,9 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
+	"github.com/allowancehq/allowance/redisstore"
 	"github.com/allowancehq/allowance/storetest"
+	"github.com/redis/rueidis"
 	"pgregory.net/rapid"
 )
 
@@ -19,12 +21,20 @@ import (
 // scripts' products pass 2^53 and must still be exact.
 func TestMatchesMemstore(t *testing.T) {
 	addr := redistest.Server(t)
-	factory := rueidisFactory(t, []string{addr})
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	_, factory := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
 	ctx := context.Background()
+	// Both stores sign with one key, so that each refunds the other's
+	// receipts as its own.
+	keys := allowance.RandomReceiptKeys()
 	rapid.Check(t, func(rt *rapid.T) {
 		clock := storetest.NewClock(time.Date(2031, 5, 17, 3, 4, 5, 0, time.UTC).Add(time.Duration(rapid.Int64Range(0, 1e15).Draw(rt, "start µs")) * time.Microsecond))
-		rs := factory(t, clock)
-		ms := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0))
+		rs := factory(t, clock, keys)
+		ms := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0), memstore.WithReceiptKeys(keys))
 		alg := rapid.SampledFrom(allowance.Algorithms()).Draw(rt, "algorithm")
 		big := rapid.Bool().Draw(rt, "big")
 		var limits allowance.Limits

@@ -140,6 +140,11 @@ var clientKinds = []clientKind{
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Reads the receipt key, as Open does, so that the tests' first
+		// check is a check.
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		return s
 	}},
 }
@@ -245,12 +250,15 @@ func TestUncertainRequestLost(t *testing.T) {
 			}
 			p.mode.Store(dropRequest)
 			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: l.Rules()}
-			_, err := chargeStore(ctx, s, req)
+			d, err := chargeStore(ctx, s, req)
 			p.mode.Store(pass)
 			if !errors.Is(err, allowance.ErrUncertain) {
 				t.Fatalf("charge with the request lost: %v; want ErrUncertain", err)
 			}
-			u := allowance.UncertainReceipt(req)
+			u := d.Receipt // the store's uncertain receipt, signed
+			if !u.Uncertain() || !u.Signed() || u.ID != req.ID {
+				t.Fatalf("receipt of the uncertain charge: uncertain %v, signed %v, id %s; want an uncertain, signed receipt of %s", u.Uncertain(), u.Signed(), u.ID, req.ID)
+			}
 			res, err := refundStore(ctx, direct, &u, nil)
 			if err != nil || res.Outcome() != allowance.NotCharged {
 				t.Fatalf("refund of the lost charge: %v %v; want not_charged", res.Outcome(), err)

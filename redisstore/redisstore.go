@@ -24,6 +24,15 @@
 // go-redis UniversalClient may be a single node, a Sentinel failover client
 // or a Cluster client; rueidis takes Sentinel through ClientOption.Sentinel).
 //
+// Receipts are signed (allowance.ReceiptKeys), and a refund of a receipt
+// that the store's keys do not verify changes nothing: its outcome is
+// allowance.Unverified (counted by Unverified). The keys are those of
+// WithReceiptKeys; without it, every store on one Redis and prefix shares a
+// random key that the first of them stored in Redis under
+// "<prefix>receipt-key" (SET NX), so that processes refund each other's
+// receipts with no configuration. docs/redis.md says when to configure keys
+// instead (Redis without persistence) and how to rotate them.
+//
 // Uncertain checks: when a check's round trip fails after the request may
 // have reached Redis (a timeout, a connection cut), Charge returns an error
 // wrapping allowance.ErrUncertain. Each charge leaves a short-lived trace of
@@ -34,10 +43,14 @@ package redisstore
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/allowancehq/allowance"
@@ -60,6 +73,10 @@ type Store struct {
 	prefix   string
 	now      func() time.Time
 	traceTTL string // µs, for the charge script
+
+	keys       atomic.Pointer[allowance.ReceiptKeys] // nil until loaded from Redis
+	keysMu     sync.Mutex                            // held while loading them
+	unverified atomic.Uint64                         // refunds refused as unverified
 }
 
 var _ allowance.Store = (*Store)(nil)
@@ -68,6 +85,8 @@ type config struct {
 	prefix   string
 	now      func() time.Time
 	traceTTL time.Duration
+	keys     *allowance.ReceiptKeys
+	keysSet  bool
 }
 
 // Option configures a Store.
@@ -91,6 +110,20 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 // zero writes none, which makes every uncertain refund a void.
 func WithTraceTTL(d time.Duration) Option { return func(c *config) { c.traceTTL = d } }
 
+// WithReceiptKeys makes the store sign receipts with keys' first key and
+// refund only receipts that one of keys verifies, instead of with the key
+// shared through Redis. Every process that refunds another's receipts needs
+// the same keys; rotate them as allowance.ReceiptKeys says. Configure them
+// when Redis may lose the shared key: a Redis without persistence, a flush.
+// nil is an error.
+func WithReceiptKeys(keys *allowance.ReceiptKeys) Option {
+	return func(c *config) { c.keys, c.keysSet = keys, true }
+}
+
+// receiptKeyName is the key, after the prefix, of the receipt key shared
+// through Redis: no identity's keys, which start "{", can meet it.
+const receiptKeyName = "receipt-key"
+
 func newStore(c client, opts []Option) (*Store, error) {
 	cfg := config{prefix: DefaultPrefix, traceTTL: DefaultTraceTTL}
 	for _, o := range opts {
@@ -102,14 +135,65 @@ func newStore(c client, opts []Option) (*Store, error) {
 	if cfg.traceTTL < 0 {
 		return nil, fmt.Errorf("redisstore: trace TTL %v is negative; expected zero or more", cfg.traceTTL)
 	}
-	return &Store{c: c, prefix: cfg.prefix, now: cfg.now, traceTTL: strconv.FormatInt(cfg.traceTTL.Microseconds(), 10)}, nil
+	if cfg.keysSet && cfg.keys == nil {
+		return nil, errors.New("redisstore: receipt keys are nil; expected keys from allowance.NewReceiptKeys, or no WithReceiptKeys for the key shared through Redis")
+	}
+	s := &Store{c: c, prefix: cfg.prefix, now: cfg.now, traceTTL: strconv.FormatInt(cfg.traceTTL.Microseconds(), 10)}
+	if cfg.keys != nil {
+		s.keys.Store(cfg.keys)
+	}
+	return s, nil
 }
+
+// receiptKeys returns the store's keys: those of WithReceiptKeys, or the key
+// shared through Redis, read (or created) on first use.
+func (s *Store) receiptKeys(ctx context.Context) (*allowance.ReceiptKeys, error) {
+	if k := s.keys.Load(); k != nil {
+		return k, nil
+	}
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if k := s.keys.Load(); k != nil {
+		return k, nil
+	}
+	// The first store on this Redis and prefix stores a random key; every
+	// other store reads it: one command, atomic, on whichever node holds
+	// the key's slot.
+	var fresh [32]byte
+	crand.Read(fresh[:])
+	name := s.prefix + receiptKeyName
+	v, err := s.c.setNXGet(ctx, name, hex.EncodeToString(fresh[:]))
+	if err != nil {
+		return nil, fmt.Errorf("read the receipt key %q: %w", name, err)
+	}
+	key, err := hex.DecodeString(v)
+	if err == nil && len(key) < allowance.MinReceiptKeyLen {
+		err = fmt.Errorf("%d bytes; expected at least %d", len(key), allowance.MinReceiptKeyLen)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the receipt key in Redis at %q is not a key of hex digits: %w; delete it to make a new one (receipts signed with the old one will no longer refund), or configure keys with WithReceiptKeys", name, err)
+	}
+	k, err := allowance.NewReceiptKeys(key)
+	if err != nil {
+		return nil, fmt.Errorf("the receipt key in Redis at %q: %w", name, err)
+	}
+	s.keys.Store(k)
+	return k, nil
+}
+
+// Unverified returns the number of refunds this Store refused since it was
+// made because its keys did not verify the receipt (allowance.Unverified):
+// altered or forged receipts, receipts signed under a key it no longer
+// lists, or receipts encoded before receipts were signed. Worth an alert.
+func (s *Store) Unverified() uint64 { return s.unverified.Load() }
 
 // Open connects to the Redis at url with a rueidis client and checks that it
 // answers. url is "redis://[user:password@]host:port[/db]" ("rediss://" for
 // TLS; rueidis also reads options such as "?dial_timeout=1s"). With
 // "?master_set=name" the address is a Sentinel's, and the store uses the
-// primary it names, following failovers. Close closes the client.
+// primary it names, following failovers. Without WithReceiptKeys, Open reads
+// (or creates) the receipt key shared through Redis (see Ping). Close closes
+// the client.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	o, err := rueidis.ParseURL(url)
 	if err != nil {
@@ -139,7 +223,7 @@ func openRueidis(ctx context.Context, o rueidis.ClientOption, opts []Option) (*S
 		c.Close()
 		return nil, err
 	}
-	if err := s.Ping(ctx); err != nil {
+	if err := s.Ping(ctx); err != nil { // reads the receipt key too
 		c.Close()
 		return nil, err
 	}
@@ -148,7 +232,9 @@ func openRueidis(ctx context.Context, o rueidis.ClientOption, opts []Option) (*S
 
 // NewRueidis returns a Store over a rueidis client the caller owns: Close
 // does not close it. Any rueidis client works: single node, Sentinel
-// (ClientOption.Sentinel) or Cluster.
+// (ClientOption.Sentinel) or Cluster. Without WithReceiptKeys, the receipt
+// key shared through Redis is read (or created) by Ping or else by the first
+// Charge or Refund.
 func NewRueidis(c rueidis.Client, opts ...Option) (*Store, error) {
 	if c == nil {
 		return nil, errors.New("redisstore: rueidis client is nil")
@@ -159,7 +245,9 @@ func NewRueidis(c rueidis.Client, opts ...Option) (*Store, error) {
 // NewGoRedis returns a Store over a go-redis client the caller owns: Close
 // does not close it. c may be a *redis.Client, a Sentinel failover client
 // (redis.NewFailoverClient or a UniversalClient with MasterName) or a
-// *redis.ClusterClient.
+// *redis.ClusterClient. Without WithReceiptKeys, the receipt key shared
+// through Redis is read (or created) by Ping or else by the first Charge or
+// Refund.
 func NewGoRedis(c redis.UniversalClient, opts ...Option) (*Store, error) {
 	if c == nil {
 		return nil, errors.New("redisstore: go-redis client is nil")
@@ -173,9 +261,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis answers and, without WithReceiptKeys, that the
+// store has the receipt key shared through Redis (reading or creating it the
+// first time), so that a store made by NewRueidis or NewGoRedis can be made
+// ready before its first check.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.c.ping(ctx); err != nil {
+		return fmt.Errorf("redisstore: ping: %w", err)
+	}
+	if _, err := s.receiptKeys(ctx); err != nil {
 		return fmt.Errorf("redisstore: ping: %w", err)
 	}
 	return nil
@@ -196,6 +290,11 @@ func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecon
 // script, all or nothing.
 func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.Decision) error {
 	if err := ctx.Err(); err != nil {
+		d.Reset(req)
+		return fmt.Errorf("redisstore: charge: %w", err)
+	}
+	rk, err := s.receiptKeys(ctx)
+	if err != nil {
 		d.Reset(req)
 		return fmt.Errorf("redisstore: charge: %w", err)
 	}
@@ -229,6 +328,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	if err != nil {
 		if s.c.mayHaveApplied(err) {
 			d.Receipt = allowance.UncertainReceipt(req)
+			rk.Sign(&d.Receipt)
 			return fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
 		}
 		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
@@ -241,6 +341,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		// its trace.
 		d.Reset(req)
 		d.Receipt = allowance.UncertainReceipt(req)
+		rk.Sign(&d.Receipt)
 		return fmt.Errorf("redisstore: charge %s: %w: %w", req.ID, allowance.ErrUncertain, err)
 	case code == replyVoided:
 		return fmt.Errorf("redisstore: charge %s: %w", req.ID, allowance.ErrVoided)
@@ -248,14 +349,18 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		// A client retried the request after losing its connection: the
 		// first attempt charged, and its verdict is lost.
 		d.Receipt = allowance.UncertainReceipt(req)
+		rk.Sign(&d.Receipt)
 		return fmt.Errorf("redisstore: charge %s: %w: the id was charged by an earlier attempt of this request", req.ID, allowance.ErrUncertain)
 	}
+	rk.Sign(&d.Receipt) // a denial's receipt has no charges: left unsigned
 	return nil
 }
 
 // Refund undoes receipt's charges in one script, at most once per receipt
 // id. An uncertain receipt is refunded through the trace its charge left, or
-// voided when there is none.
+// voided when there is none. A receipt that the store's keys do not verify
+// is refused before anything is sent: every outcome is
+// allowance.Unverified.
 func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards []allowance.Guard, res *allowance.RefundResult) error {
 	res.Reset(receipt.ID, 0)
 	if receipt.Len() == 0 {
@@ -263,6 +368,15 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+	}
+	rk, err := s.receiptKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("redisstore: refund %s: %w", receipt.ID, err)
+	}
+	if !rk.Verify(receipt) {
+		res.SetUnverified(receipt)
+		s.unverified.Add(1)
+		return nil
 	}
 	charges := receipt.Charges()
 	m := len(charges)

@@ -9,7 +9,6 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
-	"github.com/allowancehq/allowance/storetest"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 )
@@ -28,17 +27,10 @@ func TestConformanceSentinel(t *testing.T) {
 			t.Fatalf("rueidis Sentinel client: %v", err)
 		}
 		t.Cleanup(c.Close)
-		storetest.Run(t, func(t *testing.T, clock *storetest.Clock) allowance.Store {
-			s, err := redisstore.NewRueidis(c, redisstore.WithPrefix(freshPrefix()), redisstore.WithClock(clock.Now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}, storetest.Options{Concurrency: contention})
+		runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
 	})
 	t.Run("go-redis", func(t *testing.T) {
-		c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.MasterSet, SentinelAddrs: []string{g.Sentinel.Addr()}, PoolSize: 64})
-		storetest.Run(t, goRedisFactory(t, c), storetest.Options{Concurrency: contention})
+		runGoRedis(t, redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.MasterSet, SentinelAddrs: []string{g.Sentinel.Addr()}, PoolSize: 64}))
 	})
 }
 

@@ -233,13 +233,15 @@ func (s *suite) testRefundNothing(t *testing.T) {
 }
 
 // testUncertain: refunding the uncertain receipt of a charge that was never
-// applied voids its ID.
+// applied, signed as the store signs the ones it returns, voids its ID.
 func (s *suite) testUncertain(t *testing.T) {
 	forEachAlgorithm(t, func(t *testing.T, alg allowance.Algorithm) {
-		e := s.env(t)
+		_, keys := randomKeys(t, 1)
+		e := s.keyedEnv(t, keys[0])
 		r := rule(t, "r", alg, "3/minute; 10/hour", 0)
 		req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "alice", Rules: []allowance.Rule{r}}
 		u := allowance.UncertainReceipt(req)
+		keys[0].Sign(&u)
 		if !u.Uncertain() || u.Len() != 2 {
 			t.Fatalf("uncertain receipt: uncertain=%v len=%d; want true, 2", u.Uncertain(), u.Len())
 		}

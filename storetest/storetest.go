@@ -1,17 +1,22 @@
 // Package storetest is the conformance suite every allowance.Store runs: exact
 // admission for every algorithm at the window edges, all-or-nothing charges,
-// exact and at-most-once refunds (with property tests), refund guards, peeks,
-// resets, uncertain receipts and contention.
+// exact and at-most-once refunds (with property tests), refunds of only the
+// receipts the store signed (every bit of a receipt flipped, forged receipts,
+// key rotation), refund guards, peeks, resets, uncertain receipts and
+// contention.
 //
 // A store's test calls Run with a Factory that builds a fresh store reading
 // time from the suite's fake Clock:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T, c *storetest.Clock) allowance.Store {
-//			s := memstore.New(memstore.WithClock(c.Now))
+//		keyed := func(t *testing.T, c *storetest.Clock, keys *allowance.ReceiptKeys) allowance.Store {
+//			s := memstore.New(memstore.WithClock(c.Now), memstore.WithReceiptKeys(keys))
 //			t.Cleanup(func() { s.Close() })
 //			return s
-//		}, storetest.Options{})
+//		}
+//		storetest.Run(t, func(t *testing.T, c *storetest.Clock) allowance.Store {
+//			return keyed(t, c, nil) // nil: the store's default, a random key
+//		}, storetest.Options{Keyed: keyed})
 //	}
 //
 // The suite never sleeps; it steps the clock. It runs in seconds, so it can
@@ -28,17 +33,26 @@ import (
 	"github.com/allowancehq/allowance"
 )
 
-// Factory returns a fresh, empty store whose time is clock.Now. A store that
-// cannot take a clock cannot run the suite. The factory registers any
-// clean-up with t.Cleanup. It may be called several times in one test; the
-// stores it returns must not share usage.
+// Factory returns a fresh, empty store whose time is clock.Now, with its
+// default receipt keys. A store that cannot take a clock cannot run the
+// suite. The factory registers any clean-up with t.Cleanup. It may be called
+// several times in one test; the stores it returns must share neither usage
+// nor receipt keys.
 type Factory func(t *testing.T, clock *Clock) allowance.Store
+
+// KeyedFactory is a Factory whose store signs receipts with keys (see
+// allowance.ReceiptKeys): the first signs, all verify.
+type KeyedFactory func(t *testing.T, clock *Clock, keys *allowance.ReceiptKeys) allowance.Store
 
 // Options tunes Run.
 type Options struct {
 	// Concurrency is the number of goroutines in the contention tests;
 	// 0 means 1000.
 	Concurrency int
+	// Keyed makes stores as the Factory does, but with the receipt keys
+	// given. Required: the tests of key rotation and of uncertain receipts
+	// sign receipts themselves, as the store would, and fail without it.
+	Keyed KeyedFactory
 }
 
 // start is where every test's clock starts: a midnight, so that minute, hour
@@ -75,6 +89,9 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"RefundGuard", s.testRefundGuard},
 		{"RefundBinaryReceipt", s.testRefundBinaryReceipt},
 		{"RefundNothing", s.testRefundNothing},
+		{"RefundTampered", s.testRefundTampered},
+		{"RefundForged", s.testRefundForged},
+		{"ReceiptKeyRotation", s.testReceiptKeyRotation},
 		{"UncertainReceipt", s.testUncertain},
 		{"ReceiptIDs", s.testReceiptIDs},
 		{"RefundReusesResult", s.testRefundReusesResult},
