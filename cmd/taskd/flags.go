@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 )
@@ -85,4 +86,41 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usagef("-log-format %q: expected text or json", l.format)
+}
+
+// prefixesFlag is a flag of IP addresses and prefixes separated by commas,
+// such as "10.0.0.0/8,192.0.2.1"; an address is the prefix of that address
+// alone. Setting it again replaces the list.
+type prefixesFlag []netip.Prefix
+
+// String returns the list as Set takes it.
+func (p *prefixesFlag) String() string {
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set parses a list; an empty one is no prefixes.
+func (p *prefixesFlag) Set(v string) error {
+	var out prefixesFlag
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if pfx, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, pfx.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil || a.Zone() != "" {
+			return fmt.Errorf("%q is not an IP address or prefix; expected a list such as 10.0.0.0/8,192.0.2.1,fd00::/8", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	*p = out
+	return nil
 }

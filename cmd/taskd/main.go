@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	taskd [serve] [-addr ADDR] [-config FILE] [-db DSN] [-redis URL | -redis-cluster ADDRS] [-workers N]
+//	taskd [serve] [-addr ADDR] [-metrics-addr ADDR] [-config FILE] [-db DSN] [-redis URL | -redis-cluster ADDRS] [-workers N] [-trusted-proxies PREFIXES]
 //	taskd keys create -user NAME [-db DSN]
 //	taskd migrate [-db DSN]
 //
@@ -58,8 +58,9 @@ Usage:
   taskd help                      show this text
 
 Run "taskd serve -h", "taskd keys create -h" or "taskd migrate -h" for the flags.
-Every flag can be set by an environment variable: TASKD_ADDR, TASKD_CONFIG, TASKD_DB,
-TASKD_REDIS, TASKD_REDIS_CLUSTER, TASKD_WORKERS, TASKD_LOG_FORMAT, TASKD_LOG_LEVEL.
+Every flag can be set by an environment variable: TASKD_ADDR, TASKD_METRICS_ADDR,
+TASKD_CONFIG, TASKD_DB, TASKD_REDIS, TASKD_REDIS_CLUSTER, TASKD_WORKERS,
+TASKD_TRUSTED_PROXIES, TASKD_LOG_FORMAT, TASKD_LOG_LEVEL.
 `
 
 // run runs the taskd command line args and returns the exit status.

@@ -3,10 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/allowancehq/allowance/tasks"
 )
 
 // runCLI runs the command line in process with env set (TASKD_ variables of
@@ -33,6 +45,16 @@ func TestCommandLineErrors(t *testing.T) {
 	if err := os.WriteFile(badYAML, []byte("rules:\n  - name: a\n    match: GET /\n    limits: 5/fortnight\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A misconfigured limit of failed authentications stops taskd; it
+	// never turns the limit off.
+	emptyAuth := filepath.Join(dir, "emptyauth.yaml")
+	if err := os.WriteFile(emptyAuth, []byte("server:\n  auth_failures: \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badAuth := filepath.Join(dir, "badauth.yaml")
+	if err := os.WriteFile(badAuth, []byte("server:\n  auth_failures: 0/minute\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	db := "sqlite:" + filepath.Join(dir, "t.db")
 	tests := []struct {
 		name string
@@ -48,6 +70,11 @@ func TestCommandLineErrors(t *testing.T) {
 		{"bad env workers", map[string]string{"TASKD_WORKERS": "many"}, []string{"serve"}, []string{`TASKD_WORKERS="many"`}},
 		{"bad addr", nil, []string{"-addr", "localhost"}, []string{`-addr "localhost": expected host:port`}},
 		{"bad env addr", map[string]string{"TASKD_ADDR": "nowhere"}, nil, []string{`-addr "nowhere"`}},
+		{"bad metrics addr", nil, []string{"-metrics-addr", "9090"}, []string{`-metrics-addr "9090": expected host:port`}},
+		{"bad trusted proxy", nil, []string{"-trusted-proxies", "10.0.0.0/8,lb.internal"}, []string{`"lb.internal" is not an IP address or prefix`}},
+		{"bad env trusted proxy", map[string]string{"TASKD_TRUSTED_PROXIES": "10.0.0.0/33"}, nil, []string{"TASKD_TRUSTED_PROXIES", `"10.0.0.0/33"`}},
+		{"empty auth_failures", nil, []string{"-db", db, "-config", emptyAuth}, []string{emptyAuth + ":2:18:", "server.auth_failures: empty", "or off"}},
+		{"bad auth_failures", nil, []string{"-db", db, "-config", badAuth}, []string{badAuth + ":2:18:", "server.auth_failures", `count "0"`}},
 		{"two redis", nil, []string{"-redis", "redis://127.0.0.1:1/0", "-redis-cluster", "127.0.0.1:2"}, []string{"both set"}},
 		{"redis not a url", nil, []string{"-redis", "127.0.0.1:6379"}, []string{"expected a URL redis://host:port/db"}},
 		{"bad cluster node", nil, []string{"-redis-cluster", "127.0.0.1:1,nohost"}, []string{`node "nohost": expected host:port`}},
@@ -123,5 +150,200 @@ func TestEnvironment(t *testing.T) {
 	t.Setenv("TASKD_REDIS_CLUSTER", "127.0.0.1:7000,127.0.0.1:7001")
 	if f, err = parseServe(nil, &bytes.Buffer{}); err != nil || f.workers != 7 || f.redisCluster != "127.0.0.1:7000,127.0.0.1:7001" || f.addr != "127.0.0.1:8080" || f.db != "sqlite:"+envDB {
 		t.Fatalf("from the environment: %+v, %v", f, err)
+	}
+}
+
+// listenWatcher is the stderr of an in-process taskd that logs JSON: it
+// sends the addresses of "metrics listening" and "taskd listening" as they
+// are logged.
+type listenWatcher struct {
+	mu      sync.Mutex
+	partial []byte
+	all     bytes.Buffer
+	metrics chan string
+	api     chan string
+}
+
+func (w *listenWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.all.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		var rec struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(w.partial[:i], &rec) == nil {
+			switch rec.Msg {
+			case "metrics listening":
+				w.metrics <- rec.Addr
+			case "taskd listening":
+				w.api <- rec.Addr
+			}
+		}
+		w.partial = w.partial[i+1:]
+	}
+}
+
+func (w *listenWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.all.String()
+}
+
+// get sends GET url with the API key key (none when empty) and returns the
+// response and its body.
+func get(t *testing.T, url, key string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, string(b)
+}
+
+// taskd serve with -metrics-addr serves /metrics on that address (a real
+// listener on 127.0.0.1:0) and not on -addr; and with the default
+// configuration it limits failed authentications per client IP: the 11th
+// unknown key within a minute gets 429 with Retry-After, while a valid key
+// still gets in.
+func TestServeMetricsAddrAndAuthFailures(t *testing.T) {
+	dir := t.TempDir()
+	db := "sqlite:" + filepath.Join(dir, "t.db")
+	code, key, stderr := runCLI(t, nil, "keys", "create", "-user", "alice", "-db", db)
+	if code != 0 {
+		t.Fatalf("keys create: exit %d: %s", code, stderr)
+	}
+	key = strings.TrimSpace(key)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	w := &listenWatcher{metrics: make(chan string, 1), api: make(chan string, 1)}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0", "-db", db, "-workers", "0", "-log-format", "json"}, io.Discard, w)
+	}()
+	var metricsAddr, apiAddr string
+	for metricsAddr == "" || apiAddr == "" {
+		select {
+		case metricsAddr = <-w.metrics:
+		case apiAddr = <-w.api:
+		case c := <-exited:
+			t.Fatalf("taskd exited with %d before listening:\n%s", c, w)
+		}
+	}
+	if metricsAddr == apiAddr {
+		t.Fatalf("metrics and API on the same address %s", apiAddr)
+	}
+
+	res, body := get(t, "http://"+metricsAddr+"/metrics", "")
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, "taskd_auth_requests_total") || !strings.Contains(body, "taskd_task_refund_records") {
+		t.Fatalf("GET /metrics on -metrics-addr: %d\n%.500s", res.StatusCode, body)
+	}
+	if res, body := get(t, "http://"+apiAddr+"/metrics", ""); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /metrics on -addr: %d %s; want 404", res.StatusCode, body)
+	}
+
+	for i := range 10 {
+		if res, body := get(t, "http://"+apiAddr+"/v1/tasks", "tk_"+strings.Repeat("A", 42)+strconv.Itoa(i%10)); res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("unknown key #%d: %d %s; want 401", i+1, res.StatusCode, body)
+		}
+	}
+	res, body = get(t, "http://"+apiAddr+"/v1/tasks", "tk_"+strings.Repeat("B", 43))
+	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" || res.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(body, `"rule":"auth-failures"`) {
+		t.Fatalf("11th unknown key in a minute: %d, Retry-After %q, %s; want 429 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"), body)
+	}
+	// Alice's key was never used: its first use is charged before the
+	// lookup like any unknown key, so from this address it waits too.
+	if res, _ := get(t, "http://"+apiAddr+"/v1/tasks", key); res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a valid key never seen, from the locked address: %d; want 429", res.StatusCode)
+	}
+	if _, body := get(t, "http://"+metricsAddr+"/metrics", ""); !strings.Contains(body, `taskd_auth_requests_total{result="limited"} 2`) || !strings.Contains(body, `taskd_auth_requests_total{result="unknown"} 10`) {
+		t.Errorf("metrics after 10 unknown keys and 2 limited requests:\n%s", body)
+	}
+
+	stop()
+	if c := <-exited; c != 0 {
+		t.Fatalf("taskd exited with %d after a graceful stop:\n%s", c, w)
+	}
+}
+
+// countStore counts the refund record counts asked of a task store.
+type countStore struct {
+	tasks.Store
+	counts atomic.Int64
+}
+
+func (s *countStore) CountRefunds(context.Context) (tasks.RefundCounts, error) {
+	n := s.counts.Add(1)
+	return tasks.RefundCounts{Pending: int(n)}, nil
+}
+
+// The refund records are counted at most once per refundCountMaxAge
+// however often /metrics is scraped, and again at the next scrape after
+// this process changed a record.
+func TestRefundStatesCached(t *testing.T) {
+	store := &countStore{}
+	c := newRefundStates(store, slog.New(slog.DiscardHandler))
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	pending := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "pending" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatal("no pending sample")
+		return 0
+	}
+	for range 100 {
+		if v := pending(); v != 1 {
+			t.Fatalf("pending = %v, want 1 (the first count)", v)
+		}
+	}
+	if n := store.counts.Load(); n != 1 {
+		t.Fatalf("100 scrapes counted %d times, want 1", n)
+	}
+	now = now.Add(refundCountMaxAge - time.Nanosecond)
+	if v := pending(); v != 1 || store.counts.Load() != 1 {
+		t.Fatalf("just before the max age: pending %v after %d counts; want the first count", v, store.counts.Load())
+	}
+	now = now.Add(time.Nanosecond)
+	if v := pending(); v != 2 || store.counts.Load() != 2 {
+		t.Fatalf("at the max age: pending %v after %d counts; want a second count", v, store.counts.Load())
+	}
+	c.Invalidate()
+	if v := pending(); v != 3 {
+		t.Fatalf("after a local change: pending %v, want a third count", v)
+	}
+	pending()
+	if n := store.counts.Load(); n != 3 {
+		t.Fatalf("%d counts, want 3: a change is counted once", n)
 	}
 }

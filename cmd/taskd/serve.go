@@ -37,6 +37,9 @@ type serveFlags struct {
 	redisCluster string
 	workers      int
 	log          logFlags
+	// metricsAddr, when set, serves /metrics there instead of on addr.
+	metricsAddr    string
+	trustedProxies prefixesFlag
 }
 
 func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
@@ -48,6 +51,8 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.redis, "redis", "", "Redis node for the rate limits, redis://[user:pass@]host:port/db; empty (and no -redis-cluster): in-memory limits")
 	fs.StringVar(&f.redisCluster, "redis-cluster", "", "seed nodes of a Redis Cluster for the rate limits, host:port,host:port,...")
 	fs.IntVar(&f.workers, "workers", DefaultWorkers, "task workers in this process; 0 runs none (an API-only replica)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve GET /metrics on this host:port only, not on -addr; empty: on -addr")
+	fs.Var(&f.trustedProxies, "trusted-proxies", "proxies whose X-Forwarded-For or Forwarded header names the client, for the limit of failed authentications per client IP: addresses or prefixes, 10.0.0.0/8,192.0.2.1")
 	f.log.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return f, err
@@ -63,6 +68,9 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if _, _, err := net.SplitHostPort(f.addr); err != nil {
 		return f, usagef("taskd serve: -addr %q: expected host:port, such as 127.0.0.1:8080", f.addr)
+	}
+	if _, _, err := net.SplitHostPort(f.metricsAddr); f.metricsAddr != "" && err != nil {
+		return f, usagef("taskd serve: -metrics-addr %q: expected host:port, such as 127.0.0.1:9090", f.metricsAddr)
 	}
 	if f.redisCluster != "" {
 		for _, a := range strings.Split(f.redisCluster, ",") {
@@ -137,11 +145,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Name: "taskd_task_refunds_total",
 		Help: "Refund attempts for tasks that failed in a worker or got stuck, by reason (worker_failure, stuck) and the refund's state after the attempt (done, pending: retried later, abandoned).",
 	}, []string{"reason", "state"})
-	registry.MustRegister(refunds, &refundStates{store: store, log: log})
+	states := newRefundStates(store, log)
+	registry.MustRegister(refunds, states)
 	refunder := tasks.NewRefunder(store, refundFunc(mw, cfg.Rules), log,
 		tasks.WithRefundHook(func(t tasks.Task, st tasks.RefundState, _ error) {
+			states.Invalidate()
 			refunds.WithLabelValues(t.RefundReason, string(st)).Inc()
 		}))
+	var authFailures *allowance.Limiter
+	if cfg.Server.AuthFailures != (allowance.Limit{}) {
+		if authFailures, err = allowance.NewLimiter(limits, api.AuthFailureRule(cfg.Server.AuthFailures)); err != nil {
+			return usageError{fmt.Errorf("server.auth_failures: %w", err)}
+		}
+	}
 
 	var pool *tasks.Pool
 	opts := api.Options{
@@ -152,6 +168,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Ready:          ready,
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		Logger:         log,
+		// Failed authentications are limited per client IP, over the
+		// limits store.
+		AuthFailures:    authFailures,
+		ClientIP:        httplimit.ClientIP(f.trustedProxies...),
+		CheckTimeout:    cfg.Server.CheckTimeout,
+		SeparateMetrics: f.metricsAddr != "",
 	}
 	if f.workers > 0 {
 		pool = tasks.NewPool(store, tasks.Kinds(), f.workers, log,
@@ -160,6 +182,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			tasks.WithGracePeriod(cfg.Server.ShutdownTimeout),
 			tasks.WithOnFinish(func(_ context.Context, t tasks.Task) {
 				if t.RefundState == tasks.RefundPending {
+					states.Invalidate()
 					refunder.Notify()
 				}
 			}),
@@ -175,6 +198,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
+	var metrics *metricsServer
+	if f.metricsAddr != "" {
+		if metrics, err = serveMetrics(f.metricsAddr, srv.MetricsHandler(), log); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		log.Info("metrics listening", "addr", metrics.Addr().String())
+	}
+	defer metrics.Close()
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -320,38 +352,5 @@ func refundFunc(mw *httplimit.Middleware, rules []config.Rule) tasks.RefundFunc 
 			return "", err
 		}
 		return res.Outcome().String(), nil
-	}
-}
-
-// refundStates is a Prometheus collector of the durable refund records by
-// state (pending, done, abandoned), counted in the task database at each
-// scrape (tasks.Store.CountRefunds), so every replica reports the same
-// figures. A failed count is logged and reported as no samples.
-type refundStates struct {
-	store tasks.Store
-	log   *slog.Logger
-}
-
-var refundStatesDesc = prometheus.NewDesc("taskd_task_refund_records",
-	"Tasks with a durable refund record, by the record's state: pending (not yet made, or retried after a failure), done, abandoned (given up after repeated failures). Counted in the task database, so all replicas agree.",
-	[]string{"state"}, nil)
-
-// Describe sends the collector's one metric description.
-func (c *refundStates) Describe(ch chan<- *prometheus.Desc) { ch <- refundStatesDesc }
-
-// Collect counts the refund records in the task database.
-func (c *refundStates) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	n, err := c.store.CountRefunds(ctx)
-	if err != nil {
-		c.log.Warn("count refund records for /metrics", "err", err)
-		return
-	}
-	for _, s := range []struct {
-		state string
-		n     int
-	}{{"pending", n.Pending}, {"done", n.Done}, {"abandoned", n.Abandoned}} {
-		ch <- prometheus.MustNewConstMetric(refundStatesDesc, prometheus.GaugeValue, float64(s.n), s.state)
 	}
 }
