@@ -329,29 +329,11 @@ func (r *Receipt) MarshalBinary() ([]byte, error) {
 	if len(r.Identity) > maxIdentity {
 		return nil, fmt.Errorf("marshal receipt: identity is %d bytes; at most %d are allowed", len(r.Identity), maxIdentity)
 	}
-	b := make([]byte, 0, 32+tagLen+len(r.Identity)+int(r.n)*32)
 	v := byte(receiptVersion)
 	if r.signed {
 		v = signedReceiptVersion
 	}
-	b = append(b, v, 0)
-	if r.uncertain {
-		b[1] = 1
-	}
-	b = append(b, r.ID[:]...)
-	b = binary.AppendUvarint(b, uint64(len(r.Identity)))
-	b = append(b, r.Identity...)
-	b = binary.AppendUvarint(b, uint64(r.n))
-	for i := 0; i < int(r.n); i++ {
-		c := r.Charge(i)
-		b = binary.AppendUvarint(b, uint64(len(c.Rule)))
-		b = append(b, c.Rule...)
-		b = binary.AppendUvarint(b, uint64(c.Limit.Count))
-		b = binary.AppendUvarint(b, uint64(c.Limit.Period/time.Second))
-		b = append(b, byte(c.Algorithm))
-		b = binary.AppendUvarint(b, uint64(c.Amount))
-		b = binary.AppendUvarint(b, uint64(c.Window))
-	}
+	b := r.appendContent(make([]byte, 0, 32+tagLen+len(r.Identity)+int(r.n)*32), v)
 	if r.signed {
 		b = binary.LittleEndian.AppendUint64(b, r.tag[0])
 		b = binary.LittleEndian.AppendUint64(b, r.tag[1])
@@ -589,36 +571,44 @@ func (k *ReceiptKeys) Verify(r *Receipt) bool {
 }
 
 // mac returns the tag of r's content under key: SipHash-2-4-128 of the bytes
-// of its version 2 encoding before the tag, written straight into the hash.
+// of its version 2 encoding before the tag. The encoding is built in a
+// buffer on the stack and hashed in one piece; only a receipt too long for
+// it (a long identity or many charges) goes through MarshalBinary's
+// allocation.
 func (r *Receipt) mac(key [2]uint64) (uint64, uint64) {
-	h := siphash.New(key[0], key[1])
-	h.AddByte(signedReceiptVersion)
+	var buf [256]byte
+	b := r.appendContent(buf[:0], signedReceiptVersion)
+	return siphash.Sum128(key[0], key[1], b)
+}
+
+// appendContent appends r's encoding in format version v, without the tag,
+// to b.
+func (r *Receipt) appendContent(b []byte, v byte) []byte {
+	b = append(b, v, 0)
 	if r.uncertain {
-		h.AddByte(1)
-	} else {
-		h.AddByte(0)
+		b[len(b)-1] = 1
 	}
-	h.AddBytes(r.ID[:])
-	h.AddUvarint(uint64(len(r.Identity)))
-	h.AddString(r.Identity)
-	h.AddUvarint(uint64(r.n))
+	b = append(b, r.ID[:]...)
+	b = binary.AppendUvarint(b, uint64(len(r.Identity)))
+	b = append(b, r.Identity...)
+	b = binary.AppendUvarint(b, uint64(r.n))
 	i := 0
 	for k := range r.rules {
 		rule := &r.rules[k]
 		amount := uint64(rule.Amount())
 		for _, l := range rule.Limits {
 			if i == int(r.n) {
-				break
+				return b
 			}
-			h.AddUvarint(uint64(len(rule.Name)))
-			h.AddString(rule.Name)
-			h.AddUvarint(uint64(l.Count))
-			h.AddUvarint(uint64(l.Period / time.Second))
-			h.AddByte(byte(rule.Algorithm))
-			h.AddUvarint(amount)
-			h.AddUvarint(uint64(r.window(i)))
+			b = binary.AppendUvarint(b, uint64(len(rule.Name)))
+			b = append(b, rule.Name...)
+			b = binary.AppendUvarint(b, uint64(l.Count))
+			b = binary.AppendUvarint(b, uint64(l.Period/time.Second))
+			b = append(b, byte(rule.Algorithm))
+			b = binary.AppendUvarint(b, amount)
+			b = binary.AppendUvarint(b, uint64(r.window(i)))
 			i++
 		}
 	}
-	return h.Sum128()
+	return b
 }

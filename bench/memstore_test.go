@@ -236,3 +236,47 @@ func BenchmarkMemstoreCheckRefund(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReceiptSign is what signing costs a check: ReceiptKeys.Sign, as
+// memstore does it on every allowed check, and Verify, as every refund does,
+// on the receipt of a real check of one limit and of three limits (two
+// rules). Compare with BenchmarkMemstoreCheck of the same run.
+func BenchmarkReceiptSign(b *testing.B) {
+	ctx := context.Background()
+	keys := allowance.RandomReceiptKeys()
+	one := rule(allowance.GCRA)
+	three := []allowance.Rule{
+		{Name: "create-task", Limits: allowance.Limits{{Count: 3, Period: time.Minute}, {Count: 20, Period: 24 * time.Hour}}, Algorithm: allowance.SlidingWindow},
+		{Name: "burst", Limits: allowance.Limits{{Count: 100, Period: time.Second}}, Algorithm: allowance.GCRA},
+	}
+	for _, tc := range []struct {
+		name  string
+		rules []allowance.Rule
+	}{{"limits=1", []allowance.Rule{one}}, {"limits=3", three}} {
+		store := memstore.New(memstore.WithReceiptKeys(keys))
+		lim, err := allowance.NewLimiter(store, tc.rules...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d, err := lim.Check(ctx, "user-12345")
+		store.Close()
+		if err != nil || !d.Allowed {
+			b.Fatalf("check: allowed=%v err=%v", d.Allowed, err)
+		}
+		r := d.Receipt
+		b.Run(tc.name+"/op=sign", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				keys.Sign(&r)
+			}
+		})
+		b.Run(tc.name+"/op=verify", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !keys.Verify(&r) {
+					b.Fatal("does not verify")
+				}
+			}
+		})
+	}
+}
