@@ -41,7 +41,7 @@ type backend struct {
 // backends returns an API server on SQLite and one on PostgreSQL (a fresh
 // database; the test skips when there is no server, and fails when
 // CI=true), each with the user alice.
-func backends(t *testing.T, doc string) []backend {
+func backends(t testing.TB, doc string) []backend {
 	t.Helper()
 	rules := parseConfig(t, doc)
 	pgURL := pgtest.DB(t)
@@ -60,7 +60,7 @@ func backends(t *testing.T, doc string) []backend {
 		store tasks.Store
 	}{{"sqlite", sqliteStore(t)}, {"postgres", pg}} {
 		e := newLimitedEnv(t, b.store, rules)
-		out = append(out, backend{name: b.name, limitedEnv: e, key: e.key("alice")})
+		out = append(out, backend{name: b.name, limitedEnv: e, key: e.key(t, "alice")})
 	}
 	return out
 }
@@ -78,7 +78,7 @@ type submitted struct {
 // conflict.
 func (b backend) submit(t *testing.T, body string) submitted {
 	t.Helper()
-	r := b.do("POST", "/v1/tasks", b.key, body)
+	r := b.do(t, "POST", "/v1/tasks", b.key, body)
 	if r.status >= 500 {
 		t.Fatalf("%s: submit %q answered %d: %s", b.name, body, r.status, r.body)
 	}
@@ -101,7 +101,7 @@ func (b backend) submit(t *testing.T, body string) submitted {
 	if err := json.Unmarshal(task.Input, &out.input); err != nil {
 		t.Fatalf("%s: submit %q: input %s: %v", b.name, body, task.Input, err)
 	}
-	if c := b.do("POST", "/v1/tasks/"+task.ID+"/cancel", b.key, ""); c.status != http.StatusOK {
+	if c := b.do(t, "POST", "/v1/tasks/"+task.ID+"/cancel", b.key, ""); c.status != http.StatusOK {
 		t.Fatalf("%s: cancel %s: %d %s", b.name, task.ID, c.status, c.body)
 	}
 	return out
@@ -260,8 +260,8 @@ func FuzzBackendsAnswerAlike(f *testing.F) {
 	for _, s := range []string{`"\u0000"`, `{"\ud800":1}`, "\"\xff\"", `1e999999`, `{"a":1,"a":2}`, `[1,"x",null]`} {
 		f.Add(s)
 	}
+	bs := backends(f, backendRules)
 	f.Fuzz(func(t *testing.T, input string) {
-		bs := backends(t, backendRules)
 		body := `{"kind":"echo","input":` + input + `}`
 		sq, pg := bs[0].submit(t, body), bs[1].submit(t, body)
 		if sq.status != pg.status || sq.detail != pg.detail || !reflect.DeepEqual(sq.input, pg.input) {
@@ -276,13 +276,13 @@ func FuzzBackendsAnswerAlike(f *testing.F) {
 // lower, on both backends.
 func TestHostileInputsSpendOnlyTheirOwnCharge(t *testing.T) {
 	for _, b := range backends(t, backendRules) {
-		before := b.used("alice")["create-task"]
+		before := b.used(t, "alice")["create-task"]
 		for _, body := range hostileBodies {
 			if r := b.submit(t, body); r.status != http.StatusBadRequest {
 				t.Errorf("%s: hostile submit %q: %d, want 400", b.name, body, r.status)
 			}
 		}
-		if got, want := b.used("alice")["create-task"]-before, int64(len(hostileBodies)); got != want {
+		if got, want := b.used(t, "alice")["create-task"]-before, int64(len(hostileBodies)); got != want {
 			t.Errorf("%s: %d hostile submits charged %d, want %d", b.name, want, got, want)
 		}
 		// And the user can still submit.
@@ -299,7 +299,7 @@ func TestHostileInputsSpendOnlyTheirOwnCharge(t *testing.T) {
 func TestAnswersAreUTF8(t *testing.T) {
 	store := sqliteStore(t)
 	e := newLimitedEnv(t, store, parseConfig(t, backendRules))
-	k := e.key("alice")
+	k := e.key(t, "alice")
 	old, err := store.Create(context.Background(), tasks.Task{UserID: "alice", Kind: "echo", Input: json.RawMessage("{\"a\xff\":\"b\xfe\xfd\"}")})
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +322,7 @@ func TestAnswersAreUTF8(t *testing.T) {
 		{"GET", "/v1/tasks?%FF=1", "", 400},
 		{"GET", "/v1/%FF", "", 404},
 	} {
-		r := e.do(c.method, c.path, k, c.body)
+		r := e.do(t, c.method, c.path, k, c.body)
 		if r.status != c.status {
 			t.Errorf("%s %s %q: %d, want %d: %q", c.method, c.path, c.body, r.status, c.status, r.body)
 		}
@@ -331,7 +331,7 @@ func TestAnswersAreUTF8(t *testing.T) {
 		}
 	}
 	var got tasks.Task
-	e.do("GET", "/v1/tasks/"+old.ID, k, "").json(t, &got)
+	e.do(t, "GET", "/v1/tasks/"+old.ID, k, "").json(t, &got)
 	if want := "{\"a\uFFFD\":\"b\uFFFD\"}"; string(got.Input) != want {
 		t.Errorf("stored input reads back as %q, want %q", got.Input, want)
 	}

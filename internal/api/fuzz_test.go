@@ -6,15 +6,18 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecodeSubmit: any body either decodes into a submit request, writing
-// nothing, or is answered 400 or 413 with a problem that says what is wrong.
+// nothing, or is answered 400 or 413 with a problem that says what is wrong,
+// in UTF-8 whatever bytes the body quoted.
 func FuzzDecodeSubmit(f *testing.F) {
 	for _, s := range []string{
 		`{"kind":"sleep","input":{"seconds":30}}`,
 		`{"kind":"echo","input":[1,"a",null]}`,
 		`{"kind":`, `[]`, `{"kind":1}`, `{"x":1}`, `{} {}`, ``, `null`, `{"kind":"echo"}x`,
+		"{\"\xff\":1}", "{\"kind\":\"\xff\"}\xfe", "\xc3",
 	} {
 		f.Add([]byte(s))
 	}
@@ -38,6 +41,9 @@ func FuzzDecodeSubmit(f *testing.F) {
 		var p Problem
 		if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Status != w.Code || p.Detail == "" {
 			t.Fatalf("body %q: problem %q (%v)", body, w.Body.String(), err)
+		}
+		if !utf8.Valid(w.Body.Bytes()) {
+			t.Fatalf("body %q: the problem %q is not UTF-8", body, w.Body.String())
 		}
 	})
 }

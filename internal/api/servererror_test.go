@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,12 +31,16 @@ import (
 // the middleware at hand to read a user's usage without charging it. The
 // limits store's clock stands still, so usage changes only by charges and
 // refunds.
+//
+// Its methods take the test to fail, so that a fuzz target can set one up
+// before fuzzing and use it from every input's test.
 type limitedEnv struct {
-	*env
-	mw *httplimit.Middleware
+	srv   *httptest.Server
+	store tasks.Store
+	mw    *httplimit.Middleware
 }
 
-func newLimitedEnv(t *testing.T, store tasks.Store, rules []config.Rule) *limitedEnv {
+func newLimitedEnv(t testing.TB, store tasks.Store, rules []config.Rule) *limitedEnv {
 	t.Helper()
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	limits := memstore.New(memstore.WithClock(func() time.Time { return now }))
@@ -53,22 +59,57 @@ func newLimitedEnv(t *testing.T, store tasks.Store, rules []config.Rule) *limite
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &fakeWorkers{}
-	s, err := New(Options{Store: store, Limiter: mw, Logger: log, ConflictRefund: conflict, Workers: w, Registry: reg})
+	s, err := New(Options{Store: store, Limiter: mw, Logger: log, ConflictRefund: conflict, Workers: &fakeWorkers{}, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &limitedEnv{env: &env{t: t, srv: srv, store: store, workers: w}, mw: mw}
+	return &limitedEnv{srv: srv, store: store, mw: mw}
+}
+
+// key creates an API key of user.
+func (e *limitedEnv) key(t testing.TB, user string) string {
+	t.Helper()
+	k, h := auth.NewKey()
+	if err := e.store.CreateAPIKey(context.Background(), user, h); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// do sends a request with the API key key (none when empty).
+func (e *limitedEnv) do(t testing.TB, method, path, key, body string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{res.StatusCode, res.Header, b}
 }
 
 // used returns how much of each rule's first limit user has used.
-func (e *limitedEnv) used(user string) map[string]int64 {
-	e.t.Helper()
+func (e *limitedEnv) used(t testing.TB, user string) map[string]int64 {
+	t.Helper()
 	us, err := e.mw.Peek(context.Background(), user)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	out := map[string]int64{}
 	for _, u := range us {
@@ -79,7 +120,7 @@ func (e *limitedEnv) used(user string) map[string]int64 {
 	return out
 }
 
-func sqliteStore(t *testing.T) tasks.Store {
+func sqliteStore(t testing.TB) tasks.Store {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "tasks.db"))
@@ -173,7 +214,7 @@ rules:
     refund_on: [server_error]
 `
 
-func parseConfig(t *testing.T, doc string) []config.Rule {
+func parseConfig(t testing.TB, doc string) []config.Rule {
 	t.Helper()
 	cfg, err := config.Parse("taskd.yaml", []byte(doc))
 	if err != nil {
@@ -189,10 +230,10 @@ func parseConfig(t *testing.T, doc string) []config.Rule {
 func TestServerErrorsAreRefunded(t *testing.T) {
 	store := &faultyStore{Store: sqliteStore(t)}
 	e := newLimitedEnv(t, store, parseConfig(t, faultRules))
-	k := e.key("alice")
+	k := e.key(t, "alice")
 
 	// One task to get and cancel.
-	r := e.do("POST", "/v1/tasks", k, sleep30)
+	r := e.do(t, "POST", "/v1/tasks", k, sleep30)
 	if r.status != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", r.status, r.body)
 	}
@@ -209,9 +250,9 @@ func TestServerErrorsAreRefunded(t *testing.T) {
 			{"POST", "/v1/tasks/" + task.ID + "/cancel", "", "cancel"},
 		} {
 			name := faultNames[mode] + " " + req.method + " " + req.path
-			before := e.used("alice")
+			before := e.used(t, "alice")
 			store.mode.Store(mode)
-			r := e.do(req.method, req.path, k, req.body)
+			r := e.do(t, req.method, req.path, k, req.body)
 			store.mode.Store(faultNone)
 			want := http.StatusServiceUnavailable
 			if mode == faultPanic {
@@ -221,7 +262,7 @@ func TestServerErrorsAreRefunded(t *testing.T) {
 			if p.Detail == "" {
 				t.Errorf("%s: problem without a detail: %s", name, r.body)
 			}
-			if after := e.used("alice"); after[req.rule] != before[req.rule] {
+			if after := e.used(t, "alice"); after[req.rule] != before[req.rule] {
 				t.Errorf("%s: %s used %d before, %d after; want the charge given back", name, req.rule, before[req.rule], after[req.rule])
 			}
 			if lim := e.limitOf(req.rule); r.remaining(t) != lim-int(before[req.rule]) {
@@ -232,12 +273,12 @@ func TestServerErrorsAreRefunded(t *testing.T) {
 	}
 
 	// The server works again, and charges as before.
-	before := e.used("alice")
-	r = e.do("GET", "/v1/tasks/"+task.ID, k, "")
+	before := e.used(t, "alice")
+	r = e.do(t, "GET", "/v1/tasks/"+task.ID, k, "")
 	if r.status != http.StatusOK {
 		t.Fatalf("get after the faults: %d %s", r.status, r.body)
 	}
-	if after := e.used("alice"); after["read"] != before["read"]+1 {
+	if after := e.used(t, "alice"); after["read"] != before["read"]+1 {
 		t.Fatalf("a served read: used %d, then %d; want one more", before["read"], after["read"])
 	}
 }
@@ -269,7 +310,7 @@ rules:
     refund_on: [server_error]
 `)
 	e := newLimitedEnv(t, store, rules)
-	k := e.key("alice")
+	k := e.key(t, "alice")
 	for _, c := range []struct {
 		method, path, body string
 		status             int
@@ -285,23 +326,23 @@ rules:
 		{"GET", "/v1/tasks?limit=0", "", 400, "read", 1},
 		{"GET", "/v1/tasks?color=red", "", 400, "read", 1},
 	} {
-		before := e.used("alice")
-		r := e.do(c.method, c.path, k, c.body)
+		before := e.used(t, "alice")
+		r := e.do(t, c.method, c.path, k, c.body)
 		if r.status != c.status {
 			t.Fatalf("%s %s %s: %d, want %d: %s", c.method, c.path, c.body, r.status, c.status, r.body)
 		}
-		if got := e.used("alice")[c.rule] - before[c.rule]; got != c.charged {
+		if got := e.used(t, "alice")[c.rule] - before[c.rule]; got != c.charged {
 			t.Errorf("%s %s %s answered %d and charged %s %d, want %d", c.method, c.path, c.body, c.status, c.rule, got, c.charged)
 		}
 	}
 
 	// create-task does not list server_error: its 503 stays charged.
-	before := e.used("alice")
+	before := e.used(t, "alice")
 	store.mode.Store(faultError)
-	r := e.do("POST", "/v1/tasks", k, `{"kind":"echo","input":1}`)
+	r := e.do(t, "POST", "/v1/tasks", k, `{"kind":"echo","input":1}`)
 	store.mode.Store(faultNone)
 	r.problem(t, http.StatusServiceUnavailable)
-	if got := e.used("alice")["create-task"] - before["create-task"]; got != 1 {
+	if got := e.used(t, "alice")["create-task"] - before["create-task"]; got != 1 {
 		t.Errorf("a 503 of a rule without server_error charged %d, want 1", got)
 	}
 }
@@ -311,15 +352,15 @@ rules:
 func TestHandlerPanicAnswers500(t *testing.T) {
 	store := &faultyStore{Store: sqliteStore(t)}
 	e := newLimitedEnv(t, store, config.Default().Rules)
-	k := e.key("alice")
+	k := e.key(t, "alice")
 	store.mode.Store(faultPanic)
-	r := e.do("GET", "/v1/tasks", k, "")
+	r := e.do(t, "GET", "/v1/tasks", k, "")
 	p := r.problem(t, http.StatusInternalServerError)
 	var raw map[string]any
 	if err := json.Unmarshal(r.body, &raw); err != nil || p.Instance != "/v1/tasks" {
 		t.Fatalf("500: %s (%v)", r.body, err)
 	}
-	if got := e.used("alice")["read"]; got != 0 {
+	if got := e.used(t, "alice")["read"]; got != 0 {
 		t.Fatalf("after a 500 read used = %d, want 0 (the default read rule refunds server errors)", got)
 	}
 }
