@@ -39,8 +39,12 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+// testKeys sign the receipts of the tests' memstores and of failing's
+// uncertain charges, as a store would sign its own.
+var testKeys = allowance.RandomReceiptKeys()
+
 func newMemstore(t testing.TB, c *clock) *memstore.Store {
-	s := memstore.New(memstore.WithClock(c.Now), memstore.WithSweepInterval(0))
+	s := memstore.New(memstore.WithClock(c.Now), memstore.WithSweepInterval(0), memstore.WithReceiptKeys(testKeys))
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
@@ -189,6 +193,7 @@ func (f *failing) Charge(ctx context.Context, req allowance.Request, d *allowanc
 				req.ID = allowance.NewReceiptID()
 			}
 			d.Receipt = allowance.UncertainReceipt(req)
+			testKeys.Sign(&d.Receipt)
 			return fmt.Errorf("%w: %w", allowance.ErrUncertain, f.err)
 		}
 		return f.err

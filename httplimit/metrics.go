@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"rule"}),
 		voids: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allowance_http_uncertain_settled_total",
-			Help: "Uncertain charges settled, by rule and outcome: voided (never landed, and now never can), refunded (landed and given back), kept (landed; the refund guard kept it), earlier (settled by an earlier attempt or another caller), abandoned (queue full, too old, or shutdown: may stay charged).",
+			Help: "Uncertain charges settled, by rule and outcome: voided (never landed, and now never can), refunded (landed and given back), kept (landed; the refund guard kept it), earlier (settled by an earlier attempt or another caller), abandoned (queue full, too old, or shutdown: may stay charged), unverified (the store's receipt keys refused it: may stay charged).",
 		}, []string{"rule", "outcome"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "allowance_http_pending",

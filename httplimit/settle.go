@@ -310,9 +310,12 @@ const (
 	settleKept      = "kept"      // landed; the refund guard kept it
 	settleEarlier   = "earlier"   // settled before, by an earlier attempt or another caller
 	settleAbandoned = "abandoned" // given up: queue full, too old, or shutdown
+	// The store refused the receipt: its keys do not verify it (a store
+	// configured with other receipt keys). The charge, if it landed, stays.
+	settleUnverified = "unverified"
 )
 
-var voidOutcomes = [...]string{settleVoided, settleRefunded, settleKept, settleEarlier, settleAbandoned}
+var voidOutcomes = [...]string{settleVoided, settleRefunded, settleKept, settleEarlier, settleAbandoned, settleUnverified}
 
 func voidLabel(o allowance.Outcome) string {
 	switch o {
@@ -322,6 +325,8 @@ func voidLabel(o allowance.Outcome) string {
 		return settleRefunded
 	case allowance.Declined:
 		return settleKept
+	case allowance.Unverified:
+		return settleUnverified
 	}
 	return settleEarlier
 }
