@@ -253,6 +253,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		cancel()
 	}
+	// No request runs any more: settle what the limits store owes (voids of
+	// uncertain charges, refunds it failed), within the shutdown timeout.
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	if derr := mw.Shutdown(dctx); derr != nil {
+		log.Warn("rate limit settlements left unmade at shutdown; each is logged above", "err", derr)
+	}
+	cancel()
 	stopPool()
 	<-poolDone
 	<-refunderDone
