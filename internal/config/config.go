@@ -2,7 +2,10 @@
 // few server settings. Decoding is strict: an unknown field, a value of the
 // wrong type, a limit string that does not parse, an unknown algorithm or
 // refund reason and a malformed route pattern are all errors that name the
-// file, the line and column, and what was expected.
+// file, the line and column, and what was expected. So are two patterns
+// that parse but would silently never charge anything: one with a host
+// part, which net/http reads "POST v1/tasks" as (host v1, path /tasks), and,
+// given the service's routes (WithRoutes), one that matches none of them.
 //
 // A configuration file looks like this; every field but the rules' name,
 // match and limits is optional:
@@ -231,7 +234,7 @@ func (e *Error) Error() string {
 
 // Load reads and parses the configuration file at path. An empty path
 // returns Default.
-func Load(path string) (Config, error) {
+func Load(path string, opts ...Option) (Config, error) {
 	if path == "" {
 		return Default(), nil
 	}
@@ -239,7 +242,7 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, opts...)
 }
 
 // maxFileSize bounds a configuration file; real ones are a few hundred bytes.
@@ -247,7 +250,11 @@ const maxFileSize = 1 << 20
 
 // Parse parses configuration data; name (usually the file's path) is used in
 // errors. The error is an *Error.
-func Parse(name string, data []byte) (Config, error) {
+func Parse(name string, data []byte, opts ...Option) (Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if len(data) > maxFileSize {
 		return Config{}, &Error{File: name, Msg: fmt.Sprintf("file is %d bytes; at most %d are allowed", len(data), maxFileSize)}
 	}
@@ -273,7 +280,7 @@ func Parse(name string, data []byte) (Config, error) {
 	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.Strict(), yaml.DisallowUnknownField()); err != nil {
 		return Config{}, yamlError(name, err)
 	}
-	d := decoder{name: name, file: file}
+	d := decoder{name: name, file: file, routes: o.routes}
 	return d.config(raw)
 }
 
@@ -306,8 +313,9 @@ type rawRule struct {
 }
 
 type decoder struct {
-	name string
-	file *ast.File
+	name   string
+	file   *ast.File
+	routes []Route // see WithRoutes
 }
 
 // errorAt returns an *Error for the value at the YAML path field (such as
@@ -420,6 +428,12 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 	}
 	if err := ValidPattern(rr.Match); err != nil {
 		return r, d.errorAt(at+".match", "%v", err)
+	}
+	if err := checkHost(rr.Match, d.routes); err != nil {
+		return r, d.errorAt(at+".match", "rule %q: %v", r.Name, err)
+	}
+	if err := checkRoutes(rr.Match, d.routes); err != nil {
+		return r, d.errorAt(at+".match", "rule %q: %v", r.Name, err)
 	}
 	r.Match = rr.Match
 	if strings.TrimSpace(rr.Limits) == "" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/api"
 )
 
 func TestDefault(t *testing.T) {
@@ -288,4 +289,99 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// taskdRoutes are the rate-limited routes of taskd, as cmd/taskd passes
+// them to WithRoutes.
+func taskdRoutes() []Route {
+	var out []Route
+	for _, r := range api.Routes() {
+		if r.Auth {
+			out = append(out, Route{Method: r.Method, Path: r.Path})
+		}
+	}
+	return out
+}
+
+// Every way found to write a rule that parses but silently limits nothing
+// is refused at load, naming the rule and the file's line and column, and
+// showing the pattern to write instead.
+func TestParseFootguns(t *testing.T) {
+	rule := func(match string) string {
+		return "rules:\n  - name: create-task\n    match: " + match + "\n    limits: 5/minute\n"
+	}
+	tests := []struct {
+		name  string
+		match string
+		want  []string
+	}{
+		{"missing leading slash", "POST v1/tasks", []string{`rule "create-task"`, `host part "v1"`, `write "POST /v1/tasks"`}},
+		{"missing slash, prefix", "GET v1/", []string{`host part "v1"`, `write "GET /v1/"`}},
+		{"missing slash, no method", "v1/tasks", []string{`host part "v1"`, `write "/v1/tasks"`}},
+		{"a host name", "POST api.example.com/v1/tasks", []string{`host part "api.example.com"`, `write "POST /v1/tasks"`}},
+		{"a host and port", "GET localhost:8080/v1/", []string{`host part "localhost:8080"`, `write "GET /v1/"`}},
+		{"a host alone", "example.com/", []string{`host part "example.com"`, `write "/"`}},
+		{"a typo in the path", "POST /v1/task", []string{`rule "create-task"`, `"POST /v1/task" matches none of the rate-limited routes`, "POST /v1/tasks, GET /v1/tasks"}},
+		{"lower-case method", "post /v1/tasks", []string{`methods are case-sensitive: write "POST /v1/tasks"`}},
+		{"wrong method", "GET /v1/tasks/{id}/cancel", []string{"matches none"}},
+		{"unversioned path", "POST /tasks", []string{"matches none"}},
+		{"not rate limited", "GET /healthz", []string{"matches none"}},
+		{"metrics", "/metrics", []string{"matches none"}},
+		{"prefix with no route", "GET /v2/", []string{"matches none"}},
+		{"exact end where there is no route", "GET /v1/{$}", []string{"matches none"}},
+		{"missing trailing segment", "POST /v1/tasks/{id}", []string{"matches none"}},
+		{"a method no route has", "DELETE /v1/tasks/{id}", []string{"matches none"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("taskd.yaml", []byte(rule(tt.match)), WithRoutes(taskdRoutes()...))
+			if err == nil {
+				t.Fatalf("Parse(match: %s) = %+v; want an error", tt.match, cfg)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Line != 3 || ce.Column != 12 || ce.Field != "rules[0].match" {
+				t.Fatalf("error %q (%+v): want an *Error at 3:12 on rules[0].match", err, ce)
+			}
+			if !strings.HasPrefix(err.Error(), "taskd.yaml:3:12: rules[0].match: ") {
+				t.Errorf("error %q does not start with the file, line, column and field", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			// The fix offered parses.
+			if _, fix, ok := strings.Cut(err.Error(), ": write "); ok && strings.Contains(err.Error(), "host part") {
+				fix = strings.Trim(fix, `"`)
+				if _, err := Parse("taskd.yaml", []byte(rule(fix)), WithRoutes(taskdRoutes()...)); err != nil {
+					t.Errorf("the fix %q is refused too: %v", fix, err)
+				}
+			}
+		})
+	}
+	// A host is refused also when the routes are not known.
+	if _, err := Parse("taskd.yaml", []byte(rule("POST v1/tasks"))); err == nil || !strings.Contains(err.Error(), `write "POST /v1/tasks"`) {
+		t.Errorf("without routes: %v; want the host refused", err)
+	}
+}
+
+// Patterns that match a rate-limited route are accepted: exact ones,
+// prefixes, wildcards, method-less ones and HEAD for a GET route.
+func TestParseRoutePatterns(t *testing.T) {
+	for _, match := range []string{
+		"POST /v1/tasks", "GET /v1/", "/v1/", "/", "GET /", "/v1/tasks", "GET /v1/tasks/{id}", "GET /v1/tasks/t_abc",
+		"POST /v1/tasks/{id}/cancel", "/v1/tasks/{id}/{action}", "POST /v1/tasks/{rest...}", "GET /v1/ratelimit",
+		"HEAD /v1/ratelimit", "GET /v1/{what}", "POST /v1/{coll}/{id}/cancel",
+	} {
+		doc := "rules:\n  - name: r\n    match: " + match + "\n    limits: 5/minute\n"
+		if _, err := Parse("taskd.yaml", []byte(doc), WithRoutes(taskdRoutes()...)); err != nil {
+			t.Errorf("match %q: %v", match, err)
+		}
+	}
+	// The defaults match.
+	for _, r := range Default().Rules {
+		if err := checkRoutes(r.Match, taskdRoutes()); err != nil {
+			t.Errorf("default rule %s: %v", r.Name, err)
+		}
+	}
 }
