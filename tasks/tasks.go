@@ -43,9 +43,11 @@ package tasks
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -153,6 +155,60 @@ const (
 // RefundCounts counts tasks by refund state, for metrics.
 type RefundCounts struct {
 	Pending, Done, Abandoned int
+}
+
+// APIKey describes a stored API key: never the key itself, nor its hash.
+type APIKey struct {
+	// ID names the key in listings and for revocation; see APIKeyID.
+	ID        string
+	UserID    string
+	CreatedAt time.Time
+	// LastUsedAt is when the key last authenticated a request, to within
+	// about a minute (uses are recorded in batches, and a key is looked up
+	// in the database at most about once a minute per process); nil when
+	// it never did.
+	LastUsedAt *time.Time
+	// ExpiresAt is when the key stops working (RotateAPIKeys sets it);
+	// nil when it does not expire.
+	ExpiresAt *time.Time
+}
+
+// Expired reports whether the key no longer works at now.
+func (k APIKey) Expired(now time.Time) bool {
+	return k.ExpiresAt != nil && !k.ExpiresAt.After(now)
+}
+
+// APIKeyUse is one use of an API key, for Store.TouchAPIKeys.
+type APIKeyUse struct {
+	KeyHash []byte
+	At      time.Time
+}
+
+// apiKeyIDBytes is how many bytes of a key's hash its id shows.
+const apiKeyIDBytes = 6
+
+// APIKeyID returns the id of the API key whose hash is keyHash: "k_" and
+// the first 12 hex digits of the hash. The id is not secret (the hash is
+// one-way, and 48 bits of it tell nothing about the key), yet whoever holds
+// a key can compute its id, with `printf %s "$KEY" | sha256sum | cut -c1-12`
+// for SHA-256 hashes. Since it is derived from the hash, keys stored before
+// ids existed got theirs by migration.
+func APIKeyID(keyHash []byte) string {
+	return "k_" + hex.EncodeToString(keyHash[:min(len(keyHash), apiKeyIDBytes)])
+}
+
+// ValidAPIKeyID reports whether id has the form APIKeyID returns.
+func ValidAPIKeyID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "k_")
+	if !ok || len(rest) != 2*apiKeyIDBytes {
+		return false
+	}
+	for _, c := range []byte(rest) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrNotFound means no such task (or API key). A task of another user is
@@ -314,14 +370,49 @@ type Store interface {
 	// CountRefunds counts the tasks in each refund state.
 	CountRefunds(ctx context.Context) (RefundCounts, error)
 
-	// CreateAPIKey stores the hash of a new API key of userID. Store only
-	// a hash (e.g. SHA-256), never the key. A hash that exists is an
-	// error; empty userID or keyHash is an error.
+	// DeleteFinished deletes at most limit tasks in a final state
+	// (succeeded, failed, canceled, stuck) that finished before before,
+	// oldest first, and returns how many it deleted of each state. A task
+	// whose refund is pending is kept until the refund is done or
+	// abandoned; active tasks are never deleted. limit < 1 is an error.
+	DeleteFinished(ctx context.Context, before time.Time, limit int) (map[Status]int, error)
+
+	// CreateAPIKey stores the hash of a new API key of userID, with the id
+	// APIKeyID(keyHash). Store only a hash (e.g. SHA-256), never the key.
+	// A hash or id that exists is an error; empty userID or keyHash is an
+	// error.
 	CreateAPIKey(ctx context.Context, userID string, keyHash []byte) error
 
 	// UserByAPIKey returns the user whose key has hash keyHash, or
-	// ErrNotFound.
+	// ErrNotFound, also when the key expired (APIKey.ExpiresAt ≤ now).
 	UserByAPIKey(ctx context.Context, keyHash []byte) (string, error)
+
+	// ListAPIKeys returns the API keys of userID, or of every user when
+	// userID is "", ordered by user and then creation, expired ones
+	// included. No keys is an empty slice and no error.
+	ListAPIKeys(ctx context.Context, userID string) ([]APIKey, error)
+
+	// RevokeAPIKey deletes the key whose APIKey.ID is id and returns it as
+	// it was, or ErrNotFound.
+	RevokeAPIKey(ctx context.Context, id string) (APIKey, error)
+
+	// RevokeUserAPIKeys deletes every key of userID and returns them (none
+	// is an empty slice and no error).
+	RevokeUserAPIKeys(ctx context.Context, userID string) ([]APIKey, error)
+
+	// RotateAPIKeys stores keyHash as a new key of userID and, in the same
+	// write, makes every other unexpired key of the user expire at
+	// now+grace (a key that expires sooner keeps its expiry). It returns
+	// the new key and the old keys as they now are. A user without an
+	// unexpired key is ErrNotFound (create a key instead); grace < 0 is an
+	// error; grace 0 ends the old keys at once.
+	RotateAPIKeys(ctx context.Context, userID string, keyHash []byte, grace time.Duration) (APIKey, []APIKey, error)
+
+	// TouchAPIKeys records uses of API keys: each key's LastUsedAt becomes
+	// the use's time unless it is later already. Unknown hashes are
+	// ignored. Callers batch uses (see KeyUseRecorder), so that
+	// authentication does not write.
+	TouchAPIKeys(ctx context.Context, uses []APIKeyUse) error
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

@@ -477,27 +477,63 @@ func (s *Store) CountRefunds(ctx context.Context) (tasks.RefundCounts, error) {
 	return c, nil
 }
 
+// DeleteFinished deletes old finished tasks; see tasks.Store.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (map[tasks.Status]int, error) {
+	if err := backend.CheckDeleteFinished(limit); err != nil {
+		return nil, err
+	}
+	// SKIP LOCKED: a task another transaction is writing (its refund
+	// being recorded, say) waits for the next batch.
+	rows, _ := s.pool.Query(ctx, `DELETE FROM tasks WHERE seq IN (
+			SELECT seq FROM tasks
+			WHERE status IN `+backend.FinalStates+` AND finished_at < $1 AND refund_state <> 'pending'
+			ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		RETURNING status`, backend.Time(before), limit)
+	states, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("delete finished tasks: %w", err)
+	}
+	deleted := make(map[tasks.Status]int)
+	for _, st := range states {
+		deleted[tasks.Status(st)]++
+	}
+	return deleted, nil
+}
+
+// keyColumns of an API key, in the order scanKey reads them.
+const keyColumns = `key_id, user_id, created_at, last_used_at, expires_at`
+
 // CreateAPIKey stores a key hash for userID; see tasks.Store.
 func (s *Store) CreateAPIKey(ctx context.Context, userID string, keyHash []byte) error {
 	if err := backend.CheckAPIKey(userID, keyHash); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (key_hash, user_id, created_at) VALUES ($1, $2, $3)`,
-		keyHash, userID, backend.Time(s.now()))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return fmt.Errorf("create api key for %s: an api key with this hash exists", userID)
-	}
-	if err != nil {
+	if err := insertKey(ctx, s.pool, userID, keyHash, backend.Time(s.now())); err != nil {
 		return fmt.Errorf("create api key for %s: %w", userID, err)
 	}
 	return nil
 }
 
-// UserByAPIKey returns the user of a key hash; see tasks.Store.
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func insertKey(ctx context.Context, db execer, userID string, keyHash []byte, now time.Time) error {
+	_, err := db.Exec(ctx, `INSERT INTO api_keys (key_hash, key_id, user_id, created_at) VALUES ($1, $2, $3, $4)`,
+		keyHash, tasks.APIKeyID(keyHash), userID, now)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return errors.New("an api key with this hash or id exists")
+	}
+	return err
+}
+
+// UserByAPIKey returns the user of an unexpired key hash; see tasks.Store.
 func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
 	var user string
-	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = $1`, keyHash).Scan(&user)
+	err := s.pool.QueryRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > $2)`,
+		keyHash, backend.Time(s.now())).Scan(&user)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("api key: %w", tasks.ErrNotFound)
 	}
@@ -505,6 +541,108 @@ func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error
 		return "", fmt.Errorf("api key: %w", err)
 	}
 	return user, nil
+}
+
+// ListAPIKeys lists API keys; see tasks.Store.
+func (s *Store) ListAPIKeys(ctx context.Context, userID string) ([]tasks.APIKey, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+		WHERE $1 = '' OR user_id = $1 ORDER BY user_id COLLATE "C", created_at, key_id COLLATE "C"`, userID)
+	ks, err := collectKeys(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return ks, nil
+}
+
+// RevokeAPIKey deletes a key by id; see tasks.Store.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) (tasks.APIKey, error) {
+	rows, _ := s.pool.Query(ctx, `DELETE FROM api_keys WHERE key_id = $1 RETURNING `+keyColumns, id)
+	ks, err := collectKeys(rows)
+	switch {
+	case err != nil:
+		return tasks.APIKey{}, fmt.Errorf("revoke api key %s: %w", id, err)
+	case len(ks) == 0:
+		return tasks.APIKey{}, fmt.Errorf("revoke api key %s: %w", id, tasks.ErrNotFound)
+	}
+	return ks[0], nil
+}
+
+// RevokeUserAPIKeys deletes a user's keys; see tasks.Store.
+func (s *Store) RevokeUserAPIKeys(ctx context.Context, userID string) ([]tasks.APIKey, error) {
+	rows, _ := s.pool.Query(ctx, `DELETE FROM api_keys WHERE user_id = $1 RETURNING `+keyColumns, userID)
+	ks, err := collectKeys(rows)
+	if err != nil {
+		return nil, fmt.Errorf("revoke api keys of %s: %w", userID, err)
+	}
+	backend.SortKeys(ks)
+	return ks, nil
+}
+
+// RotateAPIKeys adds a key and sets the others to expire; see tasks.Store.
+func (s *Store) RotateAPIKeys(ctx context.Context, userID string, keyHash []byte, grace time.Duration) (tasks.APIKey, []tasks.APIKey, error) {
+	if err := backend.CheckRotate(userID, keyHash, grace); err != nil {
+		return tasks.APIKey{}, nil, err
+	}
+	now := backend.Time(s.now())
+	var old []tasks.APIKey
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// FOR UPDATE: two rotations of one user take turns.
+		rows, _ := tx.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+			WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at, key_id COLLATE "C" FOR UPDATE`, userID, now)
+		var err error
+		if old, err = collectKeys(rows); err != nil {
+			return err
+		}
+		if len(old) == 0 {
+			return fmt.Errorf("%w: the user has no unexpired api key; create one instead", tasks.ErrNotFound)
+		}
+		end := now.Add(grace)
+		if _, err := tx.Exec(ctx, `UPDATE api_keys SET expires_at = $1
+			WHERE user_id = $2 AND (expires_at IS NULL OR expires_at > $1)`, end, userID); err != nil {
+			return err
+		}
+		backend.ExpireKeys(old, end)
+		return insertKey(ctx, tx, userID, keyHash, now)
+	})
+	if err != nil {
+		return tasks.APIKey{}, nil, fmt.Errorf("rotate api keys of %s: %w", userID, err)
+	}
+	return tasks.APIKey{ID: tasks.APIKeyID(keyHash), UserID: userID, CreatedAt: now}, old, nil
+}
+
+// TouchAPIKeys records key uses; see tasks.Store.
+func (s *Store) TouchAPIKeys(ctx context.Context, uses []tasks.APIKeyUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	for _, u := range uses {
+		b.Queue(`UPDATE api_keys SET last_used_at = $1
+			WHERE key_hash = $2 AND (last_used_at IS NULL OR last_used_at < $1)`, backend.Time(u.At), u.KeyHash)
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("record api key uses: %w", err)
+	}
+	return nil
+}
+
+func collectKeys(rows pgx.Rows) ([]tasks.APIKey, error) {
+	ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (tasks.APIKey, error) {
+		var k tasks.APIKey
+		if err := row.Scan(&k.ID, &k.UserID, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt); err != nil {
+			return tasks.APIKey{}, err
+		}
+		k.CreatedAt = k.CreatedAt.UTC()
+		k.LastUsedAt, k.ExpiresAt = utc(k.LastUsedAt), utc(k.ExpiresAt)
+		return k, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read api keys: %w", err)
+	}
+	if ks == nil {
+		ks = []tasks.APIKey{}
+	}
+	return ks, nil
 }
 
 func leaseResult(what string, tag pgconn.CommandTag, err error) error {

@@ -557,25 +557,65 @@ func (s *Store) CountRefunds(ctx context.Context) (tasks.RefundCounts, error) {
 	return c, nil
 }
 
+// DeleteFinished deletes old finished tasks; see tasks.Store.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (map[tasks.Status]int, error) {
+	if err := backend.CheckDeleteFinished(limit); err != nil {
+		return nil, err
+	}
+	deleted := make(map[tasks.Status]int)
+	err := s.write(ctx, "delete finished tasks", func(tx *sql.Tx) error {
+		clear(deleted)
+		rows, err := tx.QueryContext(ctx, `DELETE FROM tasks WHERE seq IN (
+				SELECT seq FROM tasks
+				WHERE status IN `+backend.FinalStates+` AND finished_at < ? AND refund_state <> 'pending'
+				ORDER BY finished_at LIMIT ?)
+			RETURNING status`, micros(before), limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st string
+			if err := rows.Scan(&st); err != nil {
+				return err
+			}
+			deleted[tasks.Status(st)]++
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deleted, nil
+}
+
+// keyColumns of an API key, in the order scanKey reads them.
+const keyColumns = `key_id, user_id, created_at, last_used_at, expires_at`
+
 // CreateAPIKey stores a key hash for userID; see tasks.Store.
 func (s *Store) CreateAPIKey(ctx context.Context, userID string, keyHash []byte) error {
 	if err := backend.CheckAPIKey(userID, keyHash); err != nil {
 		return err
 	}
 	return s.write(ctx, "create api key for "+userID, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)`,
-			keyHash, userID, micros(s.now()))
-		if isUniqueViolation(err) {
-			return errors.New("an api key with this hash exists")
-		}
-		return err
+		return insertKey(ctx, tx, userID, keyHash, micros(s.now()))
 	})
 }
 
-// UserByAPIKey returns the user of a key hash; see tasks.Store.
+func insertKey(ctx context.Context, tx *sql.Tx, userID string, keyHash []byte, now int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (key_hash, key_id, user_id, created_at) VALUES (?, ?, ?, ?)`,
+		keyHash, tasks.APIKeyID(keyHash), userID, now)
+	if isUniqueViolation(err) {
+		return errors.New("an api key with this hash or id exists")
+	}
+	return err
+}
+
+// UserByAPIKey returns the user of an unexpired key hash; see tasks.Store.
 func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
 	var user string
-	err := s.readRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = ?`, keyHash).Scan(&user)
+	err := s.readRow(ctx, `SELECT user_id FROM api_keys WHERE key_hash = ? AND (expires_at IS NULL OR expires_at > ?)`,
+		keyHash, micros(s.now())).Scan(&user)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("api key: %w", tasks.ErrNotFound)
 	}
@@ -583,6 +623,135 @@ func (s *Store) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error
 		return "", fmt.Errorf("api key: %w", err)
 	}
 	return user, nil
+}
+
+// ListAPIKeys lists API keys; see tasks.Store.
+func (s *Store) ListAPIKeys(ctx context.Context, userID string) ([]tasks.APIKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+keyColumns+` FROM api_keys
+		WHERE ? = '' OR user_id = ? ORDER BY user_id, created_at, key_id`, userID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	ks, err := scanKeys(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return ks, nil
+}
+
+// RevokeAPIKey deletes a key by id; see tasks.Store.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) (tasks.APIKey, error) {
+	var k tasks.APIKey
+	err := s.write(ctx, "revoke api key "+id, func(tx *sql.Tx) error {
+		var err error
+		k, err = scanKey(tx.QueryRowContext(ctx, `DELETE FROM api_keys WHERE key_id = ? RETURNING `+keyColumns, id))
+		return err
+	})
+	return k, err
+}
+
+// RevokeUserAPIKeys deletes a user's keys; see tasks.Store.
+func (s *Store) RevokeUserAPIKeys(ctx context.Context, userID string) ([]tasks.APIKey, error) {
+	var ks []tasks.APIKey
+	err := s.write(ctx, "revoke api keys of "+userID, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM api_keys WHERE user_id = ? RETURNING `+keyColumns, userID)
+		if err != nil {
+			return err
+		}
+		ks, err = scanKeys(rows)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	backend.SortKeys(ks)
+	return ks, nil
+}
+
+// RotateAPIKeys adds a key and sets the others to expire; see tasks.Store.
+func (s *Store) RotateAPIKeys(ctx context.Context, userID string, keyHash []byte, grace time.Duration) (tasks.APIKey, []tasks.APIKey, error) {
+	if err := backend.CheckRotate(userID, keyHash, grace); err != nil {
+		return tasks.APIKey{}, nil, err
+	}
+	now := backend.Time(s.now())
+	var old []tasks.APIKey
+	err := s.write(ctx, "rotate api keys of "+userID, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+keyColumns+` FROM api_keys
+			WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, key_id`, userID, micros(now))
+		if err != nil {
+			return err
+		}
+		if old, err = scanKeys(rows); err != nil {
+			return err
+		}
+		if len(old) == 0 {
+			return fmt.Errorf("%w: the user has no unexpired api key; create one instead", tasks.ErrNotFound)
+		}
+		end := now.Add(grace)
+		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET expires_at = ?
+			WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?)`, micros(end), userID, micros(end)); err != nil {
+			return err
+		}
+		backend.ExpireKeys(old, end)
+		return insertKey(ctx, tx, userID, keyHash, micros(now))
+	})
+	if err != nil {
+		return tasks.APIKey{}, nil, err
+	}
+	return tasks.APIKey{ID: tasks.APIKeyID(keyHash), UserID: userID, CreatedAt: now}, old, nil
+}
+
+// TouchAPIKeys records key uses; see tasks.Store.
+func (s *Store) TouchAPIKeys(ctx context.Context, uses []tasks.APIKeyUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.write(ctx, "record api key uses", func(tx *sql.Tx) error {
+		for _, u := range uses {
+			at := micros(u.At)
+			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ?
+				WHERE key_hash = ? AND (last_used_at IS NULL OR last_used_at < ?)`, at, u.KeyHash, at); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// scanKey reads one API key; no row is tasks.ErrNotFound.
+func scanKey(row scanner) (tasks.APIKey, error) {
+	var (
+		k             tasks.APIKey
+		created       int64
+		used, expires sql.NullInt64
+	)
+	err := row.Scan(&k.ID, &k.UserID, &created, &used, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tasks.APIKey{}, tasks.ErrNotFound
+	}
+	if err != nil {
+		return tasks.APIKey{}, fmt.Errorf("read api key: %w", err)
+	}
+	k.CreatedAt = fromMicros(created)
+	k.LastUsedAt = optTime(used)
+	k.ExpiresAt = optTime(expires)
+	return k, nil
+}
+
+func scanKeys(rows *sql.Rows) ([]tasks.APIKey, error) {
+	defer rows.Close()
+	ks := []tasks.APIKey{}
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		ks = append(ks, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read api keys: %w", err)
+	}
+	return ks, nil
 }
 
 // readRow runs query, a read of at most one row, on the read pool as a

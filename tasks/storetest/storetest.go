@@ -98,6 +98,11 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"ConcurrentRefundClaims", testConcurrentRefundClaims},
 		{"Model", testModel},
 		{"APIKeys", testAPIKeys},
+		{"APIKeyList", testAPIKeyList},
+		{"APIKeyTouch", testAPIKeyTouch},
+		{"APIKeyRevoke", testAPIKeyRevoke},
+		{"APIKeyRotate", testAPIKeyRotate},
+		{"DeleteFinished", testDeleteFinished},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

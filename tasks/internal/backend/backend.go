@@ -119,6 +119,54 @@ func CheckAPIKey(userID string, keyHash []byte) error {
 	return nil
 }
 
+// CheckRotate checks the arguments of RotateAPIKeys.
+func CheckRotate(userID string, keyHash []byte, grace time.Duration) error {
+	if err := CheckAPIKey(userID, keyHash); err != nil {
+		return fmt.Errorf("rotate api keys: %w", err)
+	}
+	if grace < 0 {
+		return fmt.Errorf("rotate api keys of %s: grace %v: expected 0 or more", userID, grace)
+	}
+	return nil
+}
+
+// CheckDeleteFinished checks the arguments of DeleteFinished.
+func CheckDeleteFinished(limit int) error {
+	if limit < 1 {
+		return fmt.Errorf("delete finished tasks: limit %d: expected 1 or more", limit)
+	}
+	return nil
+}
+
+// ExpireKeys sets the expiry of each key that has none or a later one to
+// end, as RotateAPIKeys does in the database.
+func ExpireKeys(ks []tasks.APIKey, end time.Time) {
+	for i := range ks {
+		if ks[i].ExpiresAt == nil || ks[i].ExpiresAt.After(end) {
+			e := end
+			ks[i].ExpiresAt = &e
+		}
+	}
+}
+
+// SortKeys orders keys by user, creation and id, the order of
+// ListAPIKeys.
+func SortKeys(ks []tasks.APIKey) {
+	slices.SortFunc(ks, func(a, b tasks.APIKey) int {
+		if c := strings.Compare(a.UserID, b.UserID); c != 0 {
+			return c
+		}
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// FinalStates is the SQL list of the final states, which DeleteFinished
+// deletes; it matches the predicate of the index tasks_finished.
+const FinalStates = `('succeeded', 'failed', 'canceled', 'stuck')`
+
 // Migration is one schema step, read from a file named NNNN_name.sql.
 type Migration struct {
 	Version int
