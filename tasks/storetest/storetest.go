@@ -17,14 +17,23 @@ import (
 	"github.com/allowancehq/allowance/tasks"
 )
 
-// Clock is a fake clock for stores under test; safe for concurrent use.
+// Clock is a fake clock for stores and loops under test (a tasks.Clock);
+// safe for concurrent use. Its timers (After) fire when Advance moves the
+// clock to or past their time.
 type Clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu      sync.Mutex
+	now     time.Time
+	timers  []timer
+	changed chan struct{} // closed and replaced when a timer is added
+}
+
+type timer struct {
+	at time.Time
+	ch chan time.Time
 }
 
 // NewClock returns a clock that reads start until advanced.
-func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+func NewClock(start time.Time) *Clock { return &Clock{now: start, changed: make(chan struct{})} }
 
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
@@ -33,11 +42,54 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock forward by d.
+// Advance moves the clock forward by d and fires the timers that are due.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		if t.at.After(c.now) {
+			kept = append(kept, t)
+			continue
+		}
+		t.ch <- c.now // buffered: never blocks
+	}
+	c.timers = kept
+}
+
+// After returns a channel that receives the clock's time once Advance has
+// moved it d past now; d ≤ 0 fires at once.
+func (c *Clock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, timer{at: c.now.Add(d), ch: ch})
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return ch
+}
+
+// WaitTimers waits until at least n timers are pending (a loop under test
+// is waiting), or ctx is done, and returns ctx's error then.
+func (c *Clock) WaitTimers(ctx context.Context, n int) error {
+	for {
+		c.mu.Lock()
+		pending, changed := len(c.timers), c.changed
+		c.mu.Unlock()
+		if pending >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Factory prepares a fresh, empty database for one test and returns a
