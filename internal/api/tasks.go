@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/tasks"
 )
@@ -26,8 +28,28 @@ const submitShape = `a JSON object like {"kind": "sleep", "input": {"seconds": 3
 
 // decodeJSON decodes the body of r into v strictly: one JSON object, no
 // unknown fields, at most maxBody bytes. It answers the error itself and
-// reports false.
+// reports false: 415 when the Content-Type is not JSON (see
+// jsonContentType), 413 when the body is larger than maxBody, 400 when it is
+// not one JSON object of v's fields.
+//
+// The 415, and the 413 for a Content-Length above maxBody, are answered
+// before any of the body is read, so a client that sent "Expect:
+// 100-continue" gets no 100 Continue (net/http sends it at the first read)
+// and does not send the body. A body without Content-Length is read up to
+// maxBody.
+//
+// These are the client's mistakes: a rule's charge for the request is kept,
+// and the answer's detail says so (chargedNote).
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if detail, ok := jsonContentType(r.Header.Get("Content-Type")); !ok {
+		problemf(w, r, http.StatusUnsupportedMediaType, detail+chargedNote(r))
+		return false
+	}
+	if r.ContentLength > s.maxBody {
+		problemf(w, r, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("The request body is %d bytes, larger than %d bytes.", r.ContentLength, s.maxBody)+chargedNote(r))
+		return false
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -52,7 +74,7 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 	)
 	switch {
 	case errors.As(err, &mbe):
-		problemf(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", mbe.Limit))
+		problemf(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", mbe.Limit)+chargedNote(r))
 		return false
 	case errors.Is(err, io.EOF):
 		what = "The request body is empty; expected " + submitShape + "."
@@ -73,8 +95,45 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 	default:
 		what = "Cannot read the request body: " + err.Error() + "."
 	}
-	badRequest(w, r, what)
+	badRequest(w, r, what+chargedNote(r))
 	return false
+}
+
+// jsonContentType reports whether a request body of Content-Type ct is to
+// be read as JSON, or else a detail for the 415 saying what is expected.
+// application/json is, with no charset or charset=utf-8 (JSON is UTF-8), and
+// so is a type with the +json suffix, such as application/vnd.api+json. A
+// missing Content-Type is read as JSON too: the body is parsed strictly, so
+// a body that is not JSON still gets a 400 that says why. curl -d sends
+// application/x-www-form-urlencoded, which is not JSON.
+func jsonContentType(ct string) (detail string, ok bool) {
+	if ct == "" {
+		return "", true
+	}
+	const want = "expected application/json (with curl: -H 'Content-Type: application/json')."
+	mt, params, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("Content-Type %q cannot be read (%v); %s", ct, err, want), false
+	case mt != "application/json" && !strings.HasSuffix(mt, "+json"):
+		return fmt.Sprintf("Content-Type %q is not JSON; %s", mt, want), false
+	}
+	if cs, set := params["charset"]; set && !strings.EqualFold(cs, "utf-8") {
+		return fmt.Sprintf("Content-Type %q: charset %q is not UTF-8; expected JSON in UTF-8, with no charset or charset=utf-8.", ct, cs), false
+	}
+	return "", true
+}
+
+// chargedNote returns the sentence that ends the detail of an answer to a
+// request the client got wrong (a body that is not JSON, too large or
+// malformed) when a rule charged the request: such a request costs its
+// attempt like any other, and says so. It returns "" when nothing was
+// charged, or when the charge is uncertain and will be voided.
+func chargedNote(r *http.Request) string {
+	if rc, ok := httplimit.ReceiptFrom(r.Context()); ok && !rc.Uncertain() {
+		return " This request counted against your rate limit, like any request the client got wrong."
+	}
+	return ""
 }
 
 var errTrailing = errors.New("data after the JSON value")
@@ -141,29 +200,42 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 // conflict409 answers a submit of a user who has the active task activeID:
 // it refunds the request's charge when a charged rule says so, then writes
 // the 409, whose rate-limit headers then show the refunded budget.
+//
+// The conflict is logged at INFO with the refund's outcome, and the message
+// says what became of the attempt: refunded (restored), refund queued (the
+// limits store did not answer; httplimit retries it in the background),
+// or still counted (declined by the refund guard, or any other outcome that
+// gave nothing back). A refund that failed outright is logged at WARN.
 func (s *Server) conflict409(w http.ResponseWriter, r *http.Request, activeID string) {
 	ctx := r.Context()
 	log := s.log.With("user", user(r), "active_task_id", activeID)
-	refunded := false
+	const msg = "task submit conflicts with an active task"
+	note := ""
 	if s.refundsConflict(r) {
 		res, err := httplimit.Refund(ctx, "conflict")
 		switch {
 		case errors.Is(err, httplimit.ErrNotApplied):
 			// Logged at WARN by httplimit: nothing was charged.
+		case errors.Is(err, httplimit.ErrRefundQueued):
+			log.LogAttrs(ctx, slog.LevelInfo, msg+"; refund queued, retried in the background", slog.String("refund", "queued"), slog.String("err", err.Error()))
+			note = " The rate limiter did not answer in time: the refund of this attempt is queued, and once it is made the attempt will not count against your rate limit."
 		case err != nil:
-			// Logged at ERROR by httplimit; the 409 stands.
-			log.LogAttrs(ctx, slog.LevelWarn, "task submit conflicts with an active task; refund failed, the attempt stays charged", slog.String("err", err.Error()))
+			// Logged by httplimit; the 409 stands.
+			log.LogAttrs(ctx, slog.LevelWarn, msg+"; refund failed, the attempt stays charged", slog.String("err", err.Error()))
+		case res.Restored():
+			log.LogAttrs(ctx, slog.LevelInfo, msg+"; attempt refunded", slog.String("refund", res.Outcome().String()))
+			note = " This attempt did not count against your rate limit."
 		default:
-			refunded = res.Restored()
-			log.LogAttrs(ctx, slog.LevelInfo, "task submit conflicts with an active task; attempt refunded", slog.String("refund", res.Outcome().String()))
+			outcome := res.Outcome()
+			log.LogAttrs(ctx, slog.LevelInfo, msg+"; refund not made ("+outcome.String()+"), the attempt counts", slog.String("refund", outcome.String()))
+			if outcome == allowance.Declined {
+				note = " This attempt counted against your rate limit: you have had too many attempts refunded recently."
+			}
 		}
 	} else {
-		log.InfoContext(ctx, "task submit conflicts with an active task; no rule refunds conflicts")
+		log.InfoContext(ctx, msg+"; no rule refunds conflicts")
 	}
-	detail := fmt.Sprintf("Task %s is still queued or running; wait for it to finish or cancel it (POST /v1/tasks/%s/cancel).", activeID, activeID)
-	if refunded {
-		detail += " This attempt did not count against your rate limit."
-	}
+	detail := fmt.Sprintf("Task %s is still queued or running; wait for it to finish or cancel it (POST /v1/tasks/%s/cancel).", activeID, activeID) + note
 	writeProblem(w, r, Problem{
 		Type:         typeActiveTask,
 		Title:        "User has an active task",
