@@ -17,6 +17,7 @@
 //	  lease: 30s
 //	  max_attempts: 3
 //	  auth_failures: 10/minute
+//	  retention: 30d        # finished tasks are deleted after this; off keeps them
 //	rules:
 //	  - name: create-task
 //	    match: POST /v1/tasks
@@ -39,6 +40,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,6 +135,11 @@ type Server struct {
 	// a file does with "auth_failures: off"; without the key a file gets
 	// DefaultAuthFailures.
 	AuthFailures allowance.Limit
+	// Retention is how long finished tasks (succeeded, failed, canceled,
+	// stuck) are kept after they finish; older ones are deleted. Zero keeps
+	// them forever, which a file says with "retention: off" (or 0);
+	// without the key a file gets DefaultRetention.
+	Retention time.Duration
 }
 
 // Config is taskd's configuration.
@@ -151,6 +158,11 @@ const (
 	// DefaultAuthFailures is auth_failures when not given: 10 failed
 	// authentications a minute per client IP address.
 	DefaultAuthFailures = "10/minute"
+	// DefaultRetention is retention when not given: 30 days.
+	DefaultRetention = 30 * 24 * time.Hour
+	// MinRetention is the shortest retention allowed (other than off):
+	// shorter would delete results before clients have read them.
+	MinRetention = time.Hour
 )
 
 // Default returns the built-in configuration, used when no file is given:
@@ -201,6 +213,7 @@ func defaultServer() Server {
 		Lease:           DefaultLease,
 		MaxAttempts:     DefaultMaxAttempts,
 		AuthFailures:    allowance.Limit{Count: 10, Period: time.Minute}, // DefaultAuthFailures
+		Retention:       DefaultRetention,
 	}
 }
 
@@ -299,6 +312,8 @@ type rawServer struct {
 	// AuthFailures is a pointer so that an explicit "" is an error rather
 	// than the default.
 	AuthFailures *string `yaml:"auth_failures"`
+	// Retention is a pointer so that an explicit "" is an error.
+	Retention *string `yaml:"retention"`
 }
 
 type rawRule struct {
@@ -372,6 +387,13 @@ func (d decoder) config(raw rawConfig) (Config, error) {
 				return Config{}, d.errorAt("server.auth_failures", "%v", err)
 			}
 			cfg.Server.AuthFailures = l
+		}
+		if s.Retention != nil {
+			v, err := parseRetention(*s.Retention)
+			if err != nil {
+				return Config{}, d.errorAt("server.retention", "%v", err)
+			}
+			cfg.Server.Retention = v
 		}
 		for _, f := range []struct {
 			field string
@@ -506,6 +528,33 @@ func parseAuthFailures(text string) (allowance.Limit, error) {
 		return allowance.Limit{}, fmt.Errorf("%w (or off to turn the limit off)", err)
 	}
 	return l, nil
+}
+
+// parseRetention parses server.retention: a duration such as 720h, a
+// number of days such as 30d, or off (or 0) for zero: keep tasks forever.
+func parseRetention(text string) (time.Duration, error) {
+	const want = "expected a duration of at least 1h, such as 30d or 720h, or off to keep finished tasks forever"
+	switch text {
+	case "off", "0":
+		return 0, nil
+	case "":
+		return 0, errors.New("empty; " + want)
+	}
+	var v time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(text, "d"); ok {
+		var n int
+		if n, err = strconv.Atoi(days); err == nil && (n < 0 || n > 100*365) {
+			err = errors.New("out of range")
+		}
+		v = time.Duration(n) * 24 * time.Hour
+	} else {
+		v, err = time.ParseDuration(text)
+	}
+	if err != nil || v < MinRetention {
+		return 0, fmt.Errorf("%q: %s", text, want)
+	}
+	return v, nil
 }
 
 // ValidPattern reports whether pattern is a valid net/http ServeMux pattern

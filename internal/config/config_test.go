@@ -93,7 +93,7 @@ rules:
 	}
 	want := Config{
 		Server: Server{MaxBodyBytes: 1024, ShutdownTimeout: 5 * time.Second, CheckTimeout: 250 * time.Millisecond, Lease: time.Minute, MaxAttempts: 5,
-			AuthFailures: allowance.Limit{Count: 20, Period: 30 * time.Second}},
+			AuthFailures: allowance.Limit{Count: 20, Period: 30 * time.Second}, Retention: DefaultRetention},
 		Rules: []Rule{{
 			Rule: allowance.Rule{
 				Name:        "submit",
