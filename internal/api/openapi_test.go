@@ -75,6 +75,28 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 
+	// Every path answers the methods it does not serve 405 with Allow
+	// (the router's problem), so each operation lists that 405; and every
+	// route that needs a key can fail on the server's side: 500 (a handler
+	// panicked) and 503 (the task database, the key lookup or the limits
+	// store failed).
+	for _, r := range Routes() {
+		item, _ := paths[r.Path].(map[string]any)
+		op, _ := item[strings.ToLower(r.Method)].(map[string]any)
+		responses, _ := op["responses"].(map[string]any)
+		want := map[string]string{"405": "#/components/responses/MethodNotAllowed"}
+		if r.Auth {
+			want["500"] = "#/components/responses/ServerError"
+			want["503"] = "#/components/responses/Unavailable"
+		}
+		for code, ref := range want {
+			resp, _ := responses[code].(map[string]any)
+			if got, _ := resp["$ref"].(string); got != ref {
+				t.Errorf("%s %s: response %s is %v, want $ref %s", r.Method, r.Path, code, responses[code], ref)
+			}
+		}
+	}
+
 	var walk func(v any)
 	walk = func(v any) {
 		switch v := v.(type) {
