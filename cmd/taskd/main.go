@@ -6,6 +6,9 @@
 //
 //	taskd [serve] [-addr ADDR] [-metrics-addr ADDR] [-config FILE] [-db DSN] [-redis URL | -redis-cluster ADDRS] [-workers N] [-trusted-proxies PREFIXES]
 //	taskd keys create -user NAME [-db DSN]
+//	taskd keys list [-user NAME] [-db DSN]
+//	taskd keys revoke -id KEY_ID[,KEY_ID...] | -user NAME [-db DSN]
+//	taskd keys rotate -user NAME [-grace DURATION] [-db DSN]
 //	taskd migrate [-db DSN]
 //
 // Every flag can also be set by an environment variable, TASKD_ and the
@@ -54,6 +57,9 @@ const usage = `taskd: a rate-limited task API that refunds attempts rejected wit
 Usage:
   taskd [serve] [flags]           run the API server (the default command)
   taskd keys create -user NAME    create an API key; prints it as the only line on stdout
+  taskd keys list                 list API keys: user, key id, created, last used, expires
+  taskd keys revoke -id KEY_ID    revoke keys (or every key of -user NAME)
+  taskd keys rotate -user NAME    create a new key; old ones keep working for -grace (24h)
   taskd migrate                   create or update the task database's schema
   taskd help                      show this text
 
@@ -75,11 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(ctx, rest, stderr)
 	case "keys":
-		if len(rest) == 0 || rest[0] != "create" {
-			err = usagef("taskd keys: expected the subcommand create: taskd keys create -user NAME")
-			break
-		}
-		err = keysCreate(ctx, rest[1:], stdout, stderr)
+		err = keys(ctx, rest, stdout, stderr)
 	case "migrate":
 		err = migrate(ctx, rest, stderr)
 	case "help":
