@@ -310,6 +310,12 @@ type specClient struct {
 // spec has not, whose answer must be a problem).
 func (c *specClient) send(base, method, target, specPath, key, body string, want ...int) reply {
 	c.t.Helper()
+	return c.sendType(base, method, target, specPath, key, body, "application/json", want...)
+}
+
+// sendType is send with the body's Content-Type.
+func (c *specClient) sendType(base, method, target, specPath, key, body, contentType string, want ...int) reply {
+	c.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -322,7 +328,7 @@ func (c *specClient) send(base, method, target, specPath, key, body string, want
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	res, err := client.Do(req)
 	if err != nil {
@@ -358,6 +364,11 @@ func (c *specClient) send(base, method, target, specPath, key, body string, want
 func (c *specClient) via(method, target, specPath, key, body string, want ...int) reply {
 	c.t.Helper()
 	return c.send(c.prism.base, method, target, specPath, key, body, want...)
+}
+
+func (c *specClient) viaType(method, target, specPath, key, body, contentType string, want ...int) reply {
+	c.t.Helper()
+	return c.sendType(c.prism.base, method, target, specPath, key, body, contentType, want...)
 }
 
 func (c *specClient) direct(method, target, specPath, key, body string, want ...int) reply {
@@ -460,6 +471,7 @@ func TestSpecMatchesServer(t *testing.T) {
 	c.via("POST", "/v1/tasks", "/v1/tasks", bob, `{"kind":"sleep","input":{"seconds":-5}}`, http.StatusBadRequest)
 	c.via("POST", "/v1/tasks", "/v1/tasks", bob, `{"kind":"echo","input":"`+strings.Repeat("x", 2048)+`"}`, http.StatusRequestEntityTooLarge)
 	c.checkAllow(c.direct("DELETE", "/v1/tasks", "/v1/tasks", alice, "", http.StatusMethodNotAllowed), "/v1/tasks")
+	c.viaType("POST", "/v1/tasks", "/v1/tasks", bob, "kind=echo", "application/x-www-form-urlencoded", http.StatusUnsupportedMediaType)
 
 	// List, get, usage.
 	c.via("GET", "/v1/tasks", "/v1/tasks", alice, "", http.StatusOK)
@@ -534,7 +546,7 @@ func TestSpecMatchesServer(t *testing.T) {
 
 	// Each route got a success, and each status the test could provoke.
 	for _, want := range []string{
-		"POST /v1/tasks 202", "POST /v1/tasks 400", "POST /v1/tasks 401", "POST /v1/tasks 409", "POST /v1/tasks 413", "POST /v1/tasks 429", "POST /v1/tasks 503",
+		"POST /v1/tasks 202", "POST /v1/tasks 400", "POST /v1/tasks 401", "POST /v1/tasks 409", "POST /v1/tasks 413", "POST /v1/tasks 415", "POST /v1/tasks 429", "POST /v1/tasks 503",
 		"GET /v1/tasks 200", "GET /v1/tasks 400", "GET /v1/tasks 401", "GET /v1/tasks 429", "GET /v1/tasks 503", "DELETE /v1/tasks 405",
 		"GET /v1/tasks/{id} 200", "GET /v1/tasks/{id} 404", "GET /v1/tasks/{id} 429", "GET /v1/tasks/{id} 503",
 		"POST /v1/tasks/{id}/cancel 200", "POST /v1/tasks/{id}/cancel 404", "POST /v1/tasks/{id}/cancel 409", "POST /v1/tasks/{id}/cancel 429", "POST /v1/tasks/{id}/cancel 503",
