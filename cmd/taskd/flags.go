@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -28,18 +29,18 @@ func envName(name string) string {
 // from its environment variable, so that the command line wins over the
 // environment. A bad value, in either place, is a usageError naming where it
 // came from.
+//
+// The flag package's own messages are discarded: a bad flag's error is
+// printed once, by run, with a pointer to -h; -h prints the flags.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage of %s %s:\n", progName, fs.Name())
-		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nEach flag can also be set by its environment variable, such as %s.\n", envName("db"))
-	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printFlags(fs, stderr)
 			return errHelp
 		}
-		return usagef("%s %s: %v", progName, fs.Name(), err)
+		return usagef("%s %s: %v (see %s %s -h)", progName, fs.Name(), err, progName, fs.Name())
 	}
 	if fs.NArg() > 0 {
 		return usagef("%s %s: unexpected argument %q; every option is a flag (see -h)", progName, fs.Name(), fs.Arg(0))
@@ -60,6 +61,60 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 }
 
 const progName = "taskd"
+
+// printFlags writes the usage of the command of fs: its flags and their
+// environment variables.
+func printFlags(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage of %s %s:\n", progName, fs.Name())
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprintf(w, "\nEach flag can also be set by its environment variable, such as %s.\n", envName("db"))
+}
+
+// dbForms lists the -db values taskd accepts, for messages.
+const dbForms = `"sqlite:PATH", "file:PATH" (a SQLite file), or "postgres://user:pass@host:port/db?sslmode=disable" (also postgresql://)`
+
+// checkDB reports a -db value that names no task database taskd can open.
+// Only the forms of dbForms are accepted: a bare word such as "postgres"
+// would otherwise be a SQLite file of that name, created without a word.
+func checkDB(dsn string) error {
+	switch {
+	case dsn == "":
+		return fmt.Errorf("-db is empty; expected %s", dbForms)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return nil
+	case strings.HasPrefix(dsn, "sqlite:"), strings.HasPrefix(dsn, "file:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
+		switch {
+		case path == "":
+			return fmt.Errorf("-db %q: the path is empty; expected %s", dsn, dbForms)
+		case strings.HasPrefix(path, "//"):
+			return fmt.Errorf("-db %q: expected a path after the colon, not a URL with //: such as sqlite:taskd.db or sqlite:/var/lib/taskd/taskd.db", dsn)
+		case strings.ContainsRune(path, '?'):
+			return fmt.Errorf("-db %q: a SQLite path must not contain '?' (taskd sets its own options)", dsn)
+		}
+		return nil
+	case strings.Contains(dsn, "://"):
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return fmt.Errorf("-db: unknown scheme %q; expected %s", scheme, dbForms)
+	}
+	return fmt.Errorf("-db %q is not a database address; expected %s (for a SQLite file of that name: sqlite:%s)", dsn, dbForms, dsn)
+}
+
+// checkAddr reports a -addr or -metrics-addr value (the flag name) that
+// net.Listen would refuse for its form: not host:port, or a port that is not
+// a number from 0 to 65535 or a service name.
+func checkAddr(name, addr, example string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return fmt.Errorf("-%s %q: expected host:port with a port from 0 to 65535, such as %s", name, addr, example)
+	}
+	return nil
+}
 
 // logFlags are the logging flags every command has.
 type logFlags struct {

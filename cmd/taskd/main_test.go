@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +85,7 @@ func TestCommandLineErrors(t *testing.T) {
 		{"bad log level", nil, []string{"-log-level", "loud"}, []string{`-log-level "loud"`}},
 		{"missing config", nil, []string{"-config", filepath.Join(dir, "none.yaml")}, []string{"none.yaml", "no such file"}},
 		{"bad config", nil, []string{"-db", db, "-config", badYAML}, []string{badYAML + ":4:13:", `unknown time unit "fortnight"`}},
-		{"keys without create", nil, []string{"keys"}, []string{"expected the subcommand create"}},
+		{"keys without create", nil, []string{"keys"}, []string{"taskd keys: expected"}},
 		{"keys without user", nil, []string{"keys", "create", "-db", db}, []string{"-user is required"}},
 		{"keys bad user", nil, []string{"keys", "create", "-user", "a b", "-db", db}, []string{`user name "a b"`}},
 		{"migrate bad db", nil, []string{"migrate", "-db", "redis://x"}, []string{`unknown scheme "redis"`}},
@@ -105,15 +107,170 @@ func TestCommandLineErrors(t *testing.T) {
 			if strings.Contains(stderr, "secret") {
 				t.Errorf("stderr shows a password:\n%s", stderr)
 			}
+			// Each error is printed once: not by the flag package and
+			// again by run.
+			for _, w := range tt.want[:1] {
+				if n := strings.Count(stderr, w); n != 1 {
+					t.Errorf("stderr has %q %d times, want once:\n%s", w, n, stderr)
+				}
+			}
 		})
 	}
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"keys", "create", "-h"}, {"migrate", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"serve", "-h"}, {"keys", "create", "-h"}, {"migrate", "-h"}} {
 		code, stdout, stderr := runCLI(t, nil, args...)
 		if code != 0 || !strings.Contains(stdout+stderr, "Usage") {
 			t.Errorf("taskd %s: exit %d, output %q", strings.Join(args, " "), code, stdout+stderr)
+		}
+	}
+	// taskd -h lists the subcommands, and the flags of serve, which it
+	// would run.
+	_, stdout, _ := runCLI(t, nil, "-h")
+	for _, w := range []string{"taskd [serve]", "taskd keys create", "taskd migrate", "taskd version", "taskd help", "-tls-cert", "-addr", "Exit status"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("taskd -h does not mention %q:\n%s", w, stdout)
+		}
+	}
+}
+
+// taskd -version and taskd version print the version and the VCS revision
+// of the build info, and exit 0.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"-version", "--version", "version"} {
+		code, stdout, stderr := runCLI(t, nil, arg)
+		if code != 0 || !strings.HasPrefix(stdout, "taskd ") || !strings.Contains(stdout, "revision") || strings.Count(stdout, "\n") != 1 || stderr != "" {
+			t.Errorf("taskd %s: exit %d, stdout %q, stderr %q", arg, code, stdout, stderr)
+		}
+	}
+	bi := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "github.com/allowancehq/allowance", Version: "v1.2.3"},
+		Settings: []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "949fcb6c0d1e"}, {Key: "vcs.time", Value: "2026-11-26T18:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
+	if got, want := versionText(bi, true), "taskd v1.2.3 revision 949fcb6c0d1e (2026-11-26T18:00:00Z) modified go1.26.0"; got != want {
+		t.Errorf("versionText = %q, want %q", got, want)
+	}
+	bi = &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "(devel)"}}
+	if got, want := versionText(bi, true), "taskd (devel) revision unknown go1.26.0"; got != want {
+		t.Errorf("versionText without VCS = %q, want %q", got, want)
+	}
+	if got := versionText(nil, false); !strings.HasPrefix(got, "taskd ") {
+		t.Errorf("versionText without build info = %q", got)
+	}
+}
+
+// writeFile writes a file of content in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Every misconfiguration found to pass silently (issue 14) stops taskd at
+// start with exit status 2, a message that says what is wrong and what to
+// write instead, and no file created: a rule pattern with a host part (a
+// missing leading slash), a pattern that no rate-limited route can match, a
+// -db that is no database address (which made SQLite files named after
+// it), an out-of-range port, and half a TLS configuration.
+func TestFootgunsRefused(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	rule := func(match string) string {
+		return "rules:\n  - name: create-task\n    match: " + match + "\n    limits: 5/minute\n"
+	}
+	noSlash := writeFile(t, dir, "noslash.yaml", rule("POST v1/tasks"))
+	host := writeFile(t, dir, "host.yaml", rule("POST api.example.com/v1/tasks"))
+	typo := writeFile(t, dir, "typo.yaml", rule("POST /v1/task"))
+	lower := writeFile(t, dir, "lower.yaml", rule("post /v1/tasks"))
+	health := writeFile(t, dir, "health.yaml", rule("GET /healthz"))
+	cert := writeFile(t, dir, "cert.pem", "not a certificate")
+	db := "sqlite:" + filepath.Join(dir, "sub", "t.db") // never created: every case fails first
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"match without its leading slash", []string{"-db", db, "-config", noSlash}, []string{noSlash + ":3:12: rules[0].match:", `rule "create-task"`, `host part "v1"`, `write "POST /v1/tasks"`}},
+		{"match with a host", []string{"-db", db, "-config", host}, []string{host + ":3:12:", `host part "api.example.com"`, `write "POST /v1/tasks"`}},
+		{"match with a typo", []string{"-db", db, "-config", typo}, []string{typo + ":3:12:", `rule "create-task"`, "matches none of the rate-limited routes", "POST /v1/tasks"}},
+		{"match with a lower-case method", []string{"-db", db, "-config", lower}, []string{lower + ":3:12:", `write "POST /v1/tasks"`}},
+		{"match of a route not limited", []string{"-db", db, "-config", health}, []string{health + ":3:12:", "matches none"}},
+		{"db a bare word", []string{"-db", "postgres"}, []string{`-db "postgres" is not a database address`, "sqlite:PATH", "file:PATH", "postgres://", "postgresql://"}},
+		{"db a bare path", []string{"-db", "taskd.db"}, []string{`-db "taskd.db"`, "sqlite:taskd.db"}},
+		{"db postgres without //", []string{"-db", "postgres:host/db"}, []string{`-db "postgres:host/db"`, "postgres://"}},
+		{"db sqlite without a path", []string{"-db", "sqlite:"}, []string{"the path is empty"}},
+		{"db sqlite as a URL", []string{"-db", "sqlite://taskd.db"}, []string{"not a URL with //"}},
+		{"db env a bare word", []string{"keys", "create", "-user", "a", "-db", "postgres"}, []string{`-db "postgres"`}},
+		{"migrate db a bare word", []string{"migrate", "-db", "mysql"}, []string{`-db "mysql"`}},
+		{"port out of range", []string{"-addr", ":99999"}, []string{`-addr ":99999"`, "port from 0 to 65535"}},
+		{"metrics port out of range", []string{"-metrics-addr", "127.0.0.1:70000"}, []string{`-metrics-addr "127.0.0.1:70000"`}},
+		{"tls cert without key", []string{"-tls-cert", cert}, []string{"-tls-cert is set but -tls-key is not"}},
+		{"tls key without cert", []string{"-tls-key", cert}, []string{"-tls-key is set but -tls-cert is not"}},
+		{"tls files missing", []string{"-db", db, "-tls-cert", filepath.Join(dir, "none.pem"), "-tls-key", filepath.Join(dir, "none.key")}, []string{"none.pem", "no such file"}},
+		{"tls files not PEM", []string{"-db", db, "-tls-cert", cert, "-tls-key", cert}, []string{"cert.pem", "failed to find any PEM data"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, nil, tt.args...)
+			if code != 2 || stdout != "" {
+				t.Fatalf("exit %d, stdout %q, want 2 and nothing; stderr:\n%s", code, stdout, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not contain %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".yaml") && !strings.HasSuffix(e.Name(), ".pem") {
+			t.Errorf("a refused command line created %s", e.Name())
+		}
+	}
+}
+
+// The documented exit statuses: 0 for a stop, help and version, 2 for a
+// bad command line (above), 1 for a failure while running: the task
+// database cannot be reached, or the address is in use. A -db of file:PATH
+// is a SQLite file.
+func TestExitStatuses(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCLI(t, nil, "migrate", "-db", "file:"+filepath.Join(dir, "f.db")); code != 0 {
+		t.Fatalf("migrate -db file:PATH: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "f.db")); err != nil {
+		t.Fatalf("-db file:PATH made no SQLite file: %v", err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// A port nobody listens on: connections are refused at once.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	db := "sqlite:" + filepath.Join(dir, "t.db")
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"address in use", []string{"-addr", busy.Addr().String(), "-db", db, "-workers", "0"}, "listen on " + busy.Addr().String()},
+		{"database unreachable", []string{"migrate", "-db", "postgres://taskd@" + closedAddr + "/taskd?sslmode=disable&connect_timeout=5"}, "task database"},
+	} {
+		code, _, stderr := runCLI(t, nil, tt.args...)
+		if code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%s: exit %d, want 1 with %q; stderr:\n%s", tt.name, code, tt.want, stderr)
 		}
 	}
 }

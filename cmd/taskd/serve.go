@@ -40,6 +40,7 @@ type serveFlags struct {
 	// metricsAddr, when set, serves /metrics there instead of on addr.
 	metricsAddr    string
 	trustedProxies prefixesFlag
+	tls            tlsFlags
 }
 
 func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
@@ -47,13 +48,14 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on, host:port (port 0 picks a free one)")
 	fs.StringVar(&f.config, "config", "", "YAML configuration file (rules and server settings); built-in defaults when empty")
-	fs.StringVar(&f.db, "db", DefaultDB, `task database: "sqlite:PATH" or "postgres://user:pass@host:port/db?sslmode=disable"`)
+	fs.StringVar(&f.db, "db", DefaultDB, "task database: "+dbForms)
 	fs.StringVar(&f.redis, "redis", "", "Redis node for the rate limits, redis://[user:pass@]host:port/db; empty (and no -redis-cluster): in-memory limits")
 	fs.StringVar(&f.redisCluster, "redis-cluster", "", "seed nodes of a Redis Cluster for the rate limits, host:port,host:port,...")
 	fs.IntVar(&f.workers, "workers", DefaultWorkers, "task workers in this process; 0 runs none (an API-only replica)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve GET /metrics on this host:port only, not on -addr; empty: on -addr")
 	fs.Var(&f.trustedProxies, "trusted-proxies", "proxies whose X-Forwarded-For or Forwarded header names the client, for the limit of failed authentications per client IP: addresses or prefixes, 10.0.0.0/8,192.0.2.1")
 	f.log.register(fs)
+	f.tls.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return f, err
 	}
@@ -66,11 +68,14 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	if err := checkDB(f.db); err != nil {
 		return f, usagef("taskd serve: %v", err)
 	}
-	if _, _, err := net.SplitHostPort(f.addr); err != nil {
-		return f, usagef("taskd serve: -addr %q: expected host:port, such as 127.0.0.1:8080", f.addr)
+	if err := checkAddr("addr", f.addr, "127.0.0.1:8080"); err != nil {
+		return f, usagef("taskd serve: %v", err)
 	}
-	if _, _, err := net.SplitHostPort(f.metricsAddr); f.metricsAddr != "" && err != nil {
-		return f, usagef("taskd serve: -metrics-addr %q: expected host:port, such as 127.0.0.1:9090", f.metricsAddr)
+	if err := checkAddr("metrics-addr", f.metricsAddr, "127.0.0.1:9090"); f.metricsAddr != "" && err != nil {
+		return f, usagef("taskd serve: %v", err)
+	}
+	if err := f.tls.check(); err != nil {
+		return f, usagef("taskd serve: %v", err)
 	}
 	if f.redisCluster != "" {
 		for _, a := range strings.Split(f.redisCluster, ",") {
@@ -96,13 +101,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	slog.SetDefault(log)
-	cfg, err := config.Load(f.config)
+	cfg, err := config.Load(f.config, config.WithRoutes(limitedRoutes()...))
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
 			return usageError{err}
 		}
 		return usageError{fmt.Errorf("-config: %w", err)}
+	}
+	tlsConfig, err := f.tls.config()
+	if err != nil {
+		return usageError{err}
 	}
 
 	store, err := openTasks(ctx, f.db)
@@ -214,6 +223,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig,
 	}
 	limitsName := "memory"
 	switch {
@@ -222,7 +232,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	case f.redisCluster != "":
 		limitsName = "redis-cluster"
 	}
-	log.Info("taskd listening", "addr", ln.Addr().String(), "db", dbKind(f.db), "limits", limitsName, "workers", f.workers, "rules", len(cfg.Rules))
+	log.Info("taskd listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "db", dbKind(f.db), "limits", limitsName, "workers", f.workers, "rules", len(cfg.Rules))
 
 	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPool()
@@ -239,7 +249,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = refunder.Run(poolCtx) // likewise
 	}()
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	go func() { served <- serveOn(hs, ln) }()
 
 	select {
 	case err = <-served:
@@ -278,20 +288,6 @@ func openTasks(ctx context.Context, dsn string) (tasks.Store, error) {
 		return nil, fmt.Errorf("migrate task database: %w", err)
 	}
 	return store, nil
-}
-
-// checkDB reports a -db value that names no task database taskdb can open.
-func checkDB(dsn string) error {
-	switch {
-	case dsn == "":
-		return fmt.Errorf(`-db is empty; expected "sqlite:PATH" or "postgres://…"`)
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"), strings.HasPrefix(dsn, "sqlite:"):
-		return nil
-	case strings.Contains(dsn, "://"):
-		scheme, _, _ := strings.Cut(dsn, "://")
-		return fmt.Errorf(`-db: unknown scheme %q; expected "sqlite:PATH" or "postgres://…"`, scheme)
-	}
-	return nil
 }
 
 func dbKind(dsn string) string {
