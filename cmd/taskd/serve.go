@@ -156,6 +156,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}, []string{"reason", "state"})
 	states := newRefundStates(store, log)
 	registry.MustRegister(refunds, states)
+	upkeep, err := newUpkeep(store, cfg.Server.Retention, registry, log)
+	if err != nil {
+		return err
+	}
 	refunder := tasks.NewRefunder(store, refundFunc(mw, cfg.Rules), log,
 		tasks.WithRefundHook(func(t tasks.Task, st tasks.RefundState, _ error) {
 			states.Invalidate()
@@ -170,7 +174,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var pool *tasks.Pool
 	opts := api.Options{
-		Store:          store,
+		Store:          upkeep.apiStore(), // notes each key's use
 		Limiter:        mw,
 		ConflictRefund: conflict,
 		Registry:       registry,
@@ -248,6 +252,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		defer close(refunderDone)
 		_ = refunder.Run(poolCtx) // likewise
 	}()
+	upkeep.start(poolCtx)
 	served := make(chan error, 1)
 	go func() { served <- serveOn(hs, ln) }()
 
@@ -273,6 +278,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	stopPool()
 	<-poolDone
 	<-refunderDone
+	upkeep.wait()
 	log.Info("taskd stopped")
 	return err
 }
