@@ -13,12 +13,15 @@
 // store within the last minute, or not found within the last 30 seconds
 // (auth.DefaultValidTTL, auth.DefaultUnknownTTL), is not looked up again.
 // Each failure (no key, a malformed or an unknown one) is charged to the
-// client's IP address by Options.AuthFailures; a key the cache has never seen
-// valid is charged before it is looked up, and the charge is refunded when
-// the key is found. A client over the limit thus gets 429 for unknown keys
+// client's IP address by Options.AuthFailures, after the lookup that found
+// the key unknown; a valid key costs nothing, even the first time it is
+// seen. Before looking up a key the cache has not seen, the address's usage
+// is read (Peek, no charge): a client over the limit gets 429 for such keys
 // without any lookup, while the keys it used successfully before (still in
 // the cache, even when stale) keep working: one failing script behind a NAT
-// does not lock its neighbours out of keys they are using.
+// does not lock its neighbours out of keys they are using, nor out of keys
+// they use for the first time once the window frees up. Concurrent lookups
+// from one address can exceed the limit by as many as are in flight.
 //
 // The point of the service is in POST /v1/tasks: a user who already has a
 // queued or running task gets 409 Conflict, and when a rule that charged the
@@ -351,11 +354,11 @@ const unknownKeyDetail = "Unknown API key; create one with: taskd keys create -u
 // request and returns false.
 //
 // A key the cache holds as valid is let in, and one it holds as unknown is
-// a failure, without a lookup. A key the cache has never seen valid is
-// charged as a failure before it is looked up (so an address over the limit
-// gets 429 and costs no lookup) and refunded when the lookup finds it. A
-// stale key, found valid before, is looked up without a charge: an address
-// over the limit still gets the keys it used checked.
+// a failure, without a lookup. A key the cache has never seen is looked up
+// unless the address is over the limit (429, no lookup), and charged as a
+// failure only when it is not found. A stale key, found valid before, is
+// looked up without a peek: an address over the limit still gets the keys
+// it used checked.
 func (s *Server) authUser(w http.ResponseWriter, r *http.Request) (string, bool) {
 	key, err := auth.Bearer(r)
 	if err != nil {
@@ -373,18 +376,20 @@ func (s *Server) authUser(w http.ResponseWriter, r *http.Request) (string, bool)
 		return "", false
 	}
 	var charge *allowance.Receipt
-	if cached == auth.Miss {
+	if cached == auth.Miss && s.overFailureLimit(r) {
+		// A check, denied and charging nothing, gives the 429 its numbers.
 		var ok bool
 		if charge, ok = s.chargeFailure(w, r); !ok {
 			return "", false
 		}
+		// The window moved on since the peek: the check charged, and the
+		// charge is refunded below if the key is found.
 	}
 	user, err = s.store.UserByAPIKey(r.Context(), hash)
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
 		s.keys.PutUnknown(hash)
-		if cached == auth.Miss {
-			// Charged already.
+		if charge != nil {
 			s.authResults.WithLabelValues("unknown").Inc()
 			unauthorized(w, r, unknownKeyDetail)
 		} else {
@@ -414,6 +419,51 @@ func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, result, deta
 	unauthorized(w, r, detail)
 }
 
+// overFailureLimit reports whether the client's address has no failed
+// authentication left, by a Peek that charges nothing: a key the cache has
+// not seen is then answered 429 without a lookup. When the limits store
+// fails it reports false.
+func (s *Server) overFailureLimit(r *http.Request) bool {
+	if s.authFail == nil {
+		return false
+	}
+	id, ok := s.failureIdentity(r)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.checkTimeout)
+	defer cancel()
+	u, err := s.authFail.Peek(ctx, id)
+	if err != nil {
+		s.log.WarnContext(r.Context(), "limit failed authentications: the limits store failed; not limiting this request", "identity", id, "err", err)
+		return false
+	}
+	for _, x := range u {
+		if x.Remaining < 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// failureIdentity is the identity failed authentications of r are charged
+// to: "ip:" and the client's address, or the peer's when a trusted proxy
+// sent none that can be read. It reports false when there is none.
+func (s *Server) failureIdentity(r *http.Request) (string, bool) {
+	ip, err := s.clientIP(r)
+	if err != nil || ip == "" {
+		// A trusted proxy sent a forwarded address that cannot be read
+		// (proxies append the peer they saw, so a client cannot cause
+		// this): charge the proxy itself.
+		s.log.DebugContext(r.Context(), "limit failed authentications: no client address in the forwarding headers; charging the peer", "err", err)
+		if ip, err = s.peerIP(r); err != nil {
+			s.log.WarnContext(r.Context(), "limit failed authentications: no client address; not limiting this request", "err", err)
+			return "", false
+		}
+	}
+	return "ip:" + ip, true
+}
+
 // chargeFailure charges one failed authentication to the client's address.
 // It returns the receipt to refund should the request not fail after all
 // (nil when nothing was charged), or false after answering 429 (the address
@@ -423,22 +473,15 @@ func (s *Server) chargeFailure(w http.ResponseWriter, r *http.Request) (*allowan
 	if s.authFail == nil {
 		return nil, true
 	}
-	ip, err := s.clientIP(r)
-	if err != nil || ip == "" {
-		// A trusted proxy sent a forwarded address that cannot be read
-		// (proxies append the peer they saw, so a client cannot cause
-		// this): charge the proxy itself.
-		s.log.DebugContext(r.Context(), "limit failed authentications: no client address in the forwarding headers; charging the peer", "err", err)
-		if ip, err = s.peerIP(r); err != nil {
-			s.log.WarnContext(r.Context(), "limit failed authentications: no client address; not limiting this request", "err", err)
-			return nil, true
-		}
+	id, ok := s.failureIdentity(r)
+	if !ok {
+		return nil, true
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.checkTimeout)
 	defer cancel()
-	d, err := s.authFail.Check(ctx, "ip:"+ip)
+	d, err := s.authFail.Check(ctx, id)
 	if err != nil {
-		s.log.WarnContext(r.Context(), "limit failed authentications: the limits store failed; not limiting this request", "ip", ip, "err", err)
+		s.log.WarnContext(r.Context(), "limit failed authentications: the limits store failed; not limiting this request", "identity", id, "err", err)
 		return nil, true
 	}
 	if !d.Allowed {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -493,10 +495,33 @@ func usageOf(t *testing.T, e *env, key string) map[string]int64 {
 type countingStore struct {
 	tasks.Store
 	lookups atomic.Int64
+	hold    atomic.Pointer[barrier] // when set, each lookup waits there for the others
+}
+
+// barrier lets n goroutines wait until all n have arrived, or 5 s passed.
+type barrier struct {
+	arrived atomic.Int64
+	n       int64
+	all     chan struct{}
+}
+
+func newBarrier(n int) *barrier { return &barrier{n: int64(n), all: make(chan struct{})} }
+
+func (b *barrier) wait() {
+	if b.arrived.Add(1) == b.n {
+		close(b.all)
+	}
+	select {
+	case <-b.all:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 func (c *countingStore) UserByAPIKey(ctx context.Context, keyHash []byte) (string, error) {
 	c.lookups.Add(1)
+	if b := c.hold.Load(); b != nil {
+		b.wait()
+	}
 	return c.Store.UserByAPIKey(ctx, keyHash)
 }
 
@@ -649,6 +674,40 @@ func TestAuthFailuresLimitedPerIP(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// Many users behind one address (an office NAT, or a restart that empties
+// the key cache) arrive at once with keys the cache has never seen: valid
+// keys cost the address no failed authentication, so ten of them whose
+// lookups all overlap, against a limit of three, all get in, and three
+// failures are still allowed after them.
+func TestValidColdKeysCostNothing(t *testing.T) {
+	var store *countingStore
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 3, Period: time.Minute}, &store, new(manualClock)))
+	const a, n = "192.0.2.7", 10
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = e.key(fmt.Sprintf("user%d", i))
+	}
+	// Every lookup waits until all n are in flight (or, should fewer come,
+	// a few seconds).
+	store.hold.Store(newBarrier(n))
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	for i := range keys {
+		wg.Go(func() { codes[i] = e.from(a, "Bearer "+keys[i]).status })
+	}
+	wg.Wait()
+	store.hold.Store(nil)
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("user%d's first request from %s: %d; want 200", i, a, c)
+		}
+	}
+	for range 3 {
+		e.from(a, "Bearer "+unknownKey()).problem(t, http.StatusUnauthorized)
+	}
+	e.from(a, "Bearer "+unknownKey()).limited(t)
 }
 
 func unknownKey() string {
