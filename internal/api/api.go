@@ -318,10 +318,15 @@ func (s *Server) Handler() http.Handler {
 			root.Handle(p, h)
 		}
 	}
-	v1.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	notFound := func(w http.ResponseWriter, r *http.Request) {
 		problemf(w, r, http.StatusNotFound, fmt.Sprintf("No endpoint %s %s; see GET /v1/tasks, POST /v1/tasks and GET /v1/ratelimit.", r.Method, r.URL.Path))
-	})
-	root.Handle("/", s.authenticate(s.limiter.Handler(v1)))
+	}
+	v1.HandleFunc("/", notFound)
+	root.Handle("/v1/", s.authenticate(s.limiter.Handler(v1)))
+	// Any other path is not found, without authentication: a browser's
+	// /favicon.ico or a scanner must not spend the failed authentications
+	// of everyone behind its address.
+	root.HandleFunc("/", notFound)
 	return s.accessLog(root)
 }
 

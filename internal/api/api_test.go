@@ -419,6 +419,11 @@ func TestNotFoundAndMethods(t *testing.T) {
 	e := newEnv(t, config.Default().Rules, 0)
 	k := e.key("erin")
 	e.do("GET", "/v1/nothing", k, "").problem(t, http.StatusNotFound)
+	e.do("GET", "/v1/nothing", "", "").problem(t, http.StatusUnauthorized)
+	// Outside /v1/ an unknown path is not found, key or no key.
+	for _, key := range []string{k, ""} {
+		e.do("GET", "/favicon.ico", key, "").problem(t, http.StatusNotFound)
+	}
 	r := e.do("DELETE", "/v1/tasks", k, "")
 	r.problem(t, http.StatusMethodNotAllowed)
 	if allow := r.header.Get("Allow"); allow != "POST, GET, HEAD" {
