@@ -336,11 +336,11 @@ func TestFaultKillTaskd(t *testing.T) {
 				db = pgtest.DB(t)
 			}
 			redis := "redis://" + redistest.Server(t) + "/0"
-			// Without the per-address limit of failed authentications: a
-			// key is charged to it until looked up, so the first requests
-			// of 20 users after a restart (and the charges the kills
-			// leak) would fill it with 429s.
-			cfg := writeFaultConfig(t, time.Second, false, "auth_failures: off")
+			// With the default per-address limit of failed
+			// authentications (10/minute): valid keys cost it nothing,
+			// so 20 users whose keys the restarted process has never
+			// seen all get in.
+			cfg := writeFaultConfig(t, time.Second, false)
 			keys := makeUsers(t, db, faultUsers)
 			args := []string{"-db", db, "-redis", redis, "-config", cfg, "-workers", "0"}
 			d := start(t, args...)
