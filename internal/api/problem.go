@@ -34,7 +34,8 @@ const (
 )
 
 // writeProblem answers with p. An empty Type becomes about:blank and an
-// empty Title the status's text.
+// empty Title the status's text. A 503 gets Retry-After: 1 unless the
+// handler set one.
 func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	if p.Type == "" {
 		p.Type = "about:blank"
@@ -48,6 +49,10 @@ func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Cache-Control", "no-store")
+	if p.Status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		// Every 503 is a passing failure of a store; say when to retry.
+		h.Set("Retry-After", "1")
+	}
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(b)
 }

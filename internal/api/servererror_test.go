@@ -262,6 +262,9 @@ func TestServerErrorsAreRefunded(t *testing.T) {
 			if p.Detail == "" {
 				t.Errorf("%s: problem without a detail: %s", name, r.body)
 			}
+			if ra := r.header.Get("Retry-After"); want == http.StatusServiceUnavailable && ra != "1" {
+				t.Errorf("%s: Retry-After %q, want 1", name, ra)
+			}
 			if after := e.used(t, "alice"); after[req.rule] != before[req.rule] {
 				t.Errorf("%s: %s used %d before, %d after; want the charge given back", name, req.rule, before[req.rule], after[req.rule])
 			}
