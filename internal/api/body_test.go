@@ -105,7 +105,9 @@ func TestSubmitContentType(t *testing.T) {
 // each costs its attempt, and its problem detail says so. Without a rule
 // charging them the detail says nothing about the rate limit.
 func TestBadSubmitsCostTheirAttempt(t *testing.T) {
-	e := newEnv(t, config.Default().Rules, 64)
+	rules := config.Default().Rules
+	rules[0].Limits = allowance.Limits{{Count: 10, Period: time.Minute}}
+	e := newEnv(t, rules, 64)
 	k := e.key("dave")
 	big := `{"kind":"echo","input":"` + strings.Repeat("x", 100) + `"}`
 	for i, tt := range []struct {
@@ -115,13 +117,16 @@ func TestBadSubmitsCostTheirAttempt(t *testing.T) {
 		{"application/x-www-form-urlencoded", `{"kind":"echo"}`, http.StatusUnsupportedMediaType},
 		{"application/json", big, http.StatusRequestEntityTooLarge},
 		{"application/json", `{"kind":`, http.StatusBadRequest},
+		{"application/json", `{"input":1}`, http.StatusBadRequest},                             // no kind
+		{"application/json", `{"kind":"sleep","input":{"seconds":-1}}`, http.StatusBadRequest}, // the kind's check
+		{"application/json", `{"kind":"echo","input":"\u0000"}`, http.StatusBadRequest},        // what a store cannot keep
 	} {
 		r := e.submitTyped(k, tt.ct, tt.body)
 		p := r.problem(t, tt.status)
 		if !strings.Contains(p.Detail, "This request counted against your rate limit") {
 			t.Errorf("%d detail %q does not say the request was charged", tt.status, p.Detail)
 		}
-		if got, want := r.remaining(t), 4-i; got != want {
+		if got, want := r.remaining(t), 9-i; got != want {
 			t.Errorf("%d: remaining %d, want %d", tt.status, got, want)
 		}
 	}

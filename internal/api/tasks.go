@@ -158,12 +158,12 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Kind == "" {
 		s.submits.WithLabelValues("invalid").Inc()
-		badRequest(w, r, `Field "kind" is missing; expected a task kind such as "sleep" or "echo".`)
+		badRequest(w, r, `Field "kind" is missing; expected a task kind such as "sleep" or "echo".`+chargedNote(r))
 		return
 	}
 	if err := tasks.ValidateInput(req.Kind, req.Input); err != nil {
 		s.submits.WithLabelValues("invalid").Inc()
-		badRequest(w, r, err.Error()+".")
+		badRequest(w, r, err.Error()+"."+chargedNote(r))
 		return
 	}
 	t := tasks.Task{UserID: user(r), Kind: req.Kind, Input: req.Input}
