@@ -41,6 +41,10 @@ type serveFlags struct {
 	metricsAddr    string
 	trustedProxies prefixesFlag
 	tls            tlsFlags
+	// receiptKeys is the file of -receipt-keys-file; keys, read from it
+	// when parsed, sign and verify rate limit receipts.
+	receiptKeys string
+	keys        *allowance.ReceiptKeys
 }
 
 func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
@@ -53,6 +57,7 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.redisCluster, "redis-cluster", "", "seed nodes of a Redis Cluster for the rate limits, host:port,host:port,...")
 	fs.IntVar(&f.workers, "workers", DefaultWorkers, "task workers in this process; 0 runs none (an API-only replica)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve GET /metrics on this host:port only, not on -addr; empty: on -addr")
+	fs.StringVar(&f.receiptKeys, "receipt-keys-file", "", "file of the keys that sign rate limit receipts, one hex key a line, the signing key first; empty: a key shared through Redis (-redis, -redis-cluster) or one per process (in-memory limits)")
 	fs.Var(&f.trustedProxies, "trusted-proxies", "proxies whose X-Forwarded-For or Forwarded header names the client, for the limit of failed authentications per client IP: addresses or prefixes, 10.0.0.0/8,192.0.2.1")
 	f.log.register(fs)
 	f.tls.register(fs)
@@ -86,6 +91,13 @@ func parseServe(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if f.redis != "" && !strings.HasPrefix(f.redis, "redis://") && !strings.HasPrefix(f.redis, "rediss://") {
 		return f, usagef("taskd serve: -redis %q: expected a URL redis://host:port/db", f.redis)
+	}
+	if f.receiptKeys != "" {
+		keys, err := loadReceiptKeys(f.receiptKeys)
+		if err != nil {
+			return f, usagef("taskd serve: %v", err)
+		}
+		f.keys = keys
 	}
 	return f, nil
 }
@@ -306,9 +318,15 @@ func dbKind(dsn string) string {
 // openLimits opens the rate-limit store the flags name, with its readiness
 // check (none for the memory store) and a function that closes it.
 func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check, func(), error) {
+	var ropts []redisstore.Option
+	var mopts []memstore.Option
+	if f.keys != nil {
+		ropts = append(ropts, redisstore.WithReceiptKeys(f.keys))
+		mopts = append(mopts, memstore.WithReceiptKeys(f.keys))
+	}
 	switch {
 	case f.redis != "":
-		s, err := redisstore.Open(ctx, f.redis)
+		s, err := redisstore.Open(ctx, f.redis, ropts...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("open Redis limits store: %w", err)
 		}
@@ -318,13 +336,13 @@ func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check
 		for _, a := range strings.Split(f.redisCluster, ",") {
 			addrs = append(addrs, strings.TrimSpace(a))
 		}
-		s, err := redisstore.OpenCluster(ctx, addrs)
+		s, err := redisstore.OpenCluster(ctx, addrs, ropts...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("open Redis Cluster limits store: %w", err)
 		}
 		return s, []api.Check{{Name: "limits", Ping: s.Ping}}, func() { _ = s.Close() }, nil
 	}
-	s := memstore.New()
+	s := memstore.New(mopts...)
 	return s, nil, func() { _ = s.Close() }, nil
 }
 
