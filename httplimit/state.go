@@ -152,11 +152,9 @@ func (st *state) setHeaders(h http.Header, after []allowance.Usage) {
 	var mostRem int64
 	var mostReset time.Duration
 	var r0, r1, t0, t1 int // where the most restrictive item's r and t are in b
-	if after != nil {
-		for i, u := range after {
-			if i == 0 || u.Remaining < mostRem || u.Remaining == mostRem && u.ResetAfter > mostReset {
-				most, mostRem, mostReset = i, u.Remaining, u.ResetAfter
-			}
+	for i, u := range after {
+		if i == 0 || u.Remaining < mostRem || u.Remaining == mostRem && u.ResetAfter > mostReset {
+			most, mostRem, mostReset = i, u.Remaining, u.ResetAfter
 		}
 	}
 	for i := range d.Len() {
