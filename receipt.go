@@ -86,6 +86,16 @@ func Member(id ReceiptID, i int, k int64) string {
 // if it was made, and otherwise voids its ID so that it can never be applied;
 // exactly once either way.
 //
+// A store signs every receipt it returns (see ReceiptKeys), and refunds only
+// receipts its keys verify. A receipt in memory is signed by reference: it
+// records the keys that signed it and its ID and Identity as they were then,
+// so that signing costs a check a few word copies, and a receipt whose ID or
+// Identity was changed afterwards no longer verifies. The tag itself is
+// computed when the receipt leaves memory (MarshalBinary); a decoded receipt
+// is verified by its tag. The rest of a receipt cannot be changed, except
+// through its rules, which it shares with the Limiter or Request that made
+// it: they must not be modified (see Request.Rules).
+//
 // The zero Receipt has no charges; refunding it does nothing.
 type Receipt struct {
 	ID       ReceiptID
@@ -94,11 +104,20 @@ type Receipt struct {
 	rules     []Rule // rules charged, in order; shared with the Limiter, never modified
 	uncertain bool
 	charged   bool  // the windows describe applied charges
-	signed    bool  // tag is set
+	tagged    bool  // decoded with a tag, which seal holds
 	n         uint8 // number of windows set (at most MaxRules*MaxLimitsPerRule)
 	inline    [maxInline]int64
-	more      *[]int64  // windows beyond the inline ones
-	tag       [2]uint64 // the store's SipHash of the content, when signed
+	more      *[]int64 // windows beyond the inline ones
+
+	// signer signed the receipt in memory (ReceiptKeys.Sign), when its ID
+	// and Identity were seal and signedIdentity: its tag is that of its
+	// content with those, under signer's first key, computed when needed.
+	signer         *ReceiptKeys
+	signedIdentity string
+	// seal is, when tagged, the tag as encoded; when signer is set, the ID
+	// the receipt was signed with. One field for the two, never needed
+	// together, keeps a Decision, which a check copies, shorter.
+	seal [16]byte
 }
 
 func (r *Receipt) setWindow(i int, w int64) {
@@ -169,10 +188,11 @@ func (r *Receipt) Rules() []Rule { return r.rules }
 // unknown. Its charges have no windows; the store finds them by the ID.
 func (r *Receipt) Uncertain() bool { return r.uncertain }
 
-// Signed reports whether the receipt carries a store's tag (see
-// ReceiptKeys). It says nothing of whether the tag is valid: only the keys
-// of the store that signed it can tell.
-func (r *Receipt) Signed() bool { return r.signed }
+// Signed reports whether the receipt is signed (see ReceiptKeys): by
+// ReceiptKeys.Sign in this process, or decoded from an encoding with a tag.
+// It says nothing of whether the signature is valid: only the keys of the
+// store that signed it can tell.
+func (r *Receipt) Signed() bool { return r.tagged || r.signer != nil }
 
 // Expiry returns the time after which no charge of r can be refunded any more
 // (every window has ended), given the receipt's windows; for an uncertain
@@ -300,7 +320,8 @@ func UncertainReceipt(req Request) Receipt {
 //	[16]    tag: SipHash-2-4-128 of every byte before it, under the
 //	        signing store's key, as two little-endian uint64s
 //
-// A signed receipt encodes as version 2, an unsigned one (built with
+// A signed receipt encodes as version 2 (one signed in memory gets its tag
+// computed then), an unsigned one (built with
 // NewReceipt or UncertainReceipt, or decoded from version 1) as version 1,
 // so that a receipt decodes and encodes again to the same bytes. Version 1 is
 // what every receipt encoded to before receipts were signed: it still
@@ -321,7 +342,10 @@ const tagLen = 16
 // maxIdentity bounds the identity in an encoded receipt.
 const maxIdentity = 64 << 10
 
-// MarshalBinary encodes the receipt in the versioned binary format above.
+// MarshalBinary encodes the receipt in the versioned binary format above. A
+// receipt signed in memory gets its tag here: that of its content as it was
+// signed, so that a receipt whose ID or Identity was changed since encodes
+// with a tag that does not verify, as one changed after decoding does.
 func (r *Receipt) MarshalBinary() ([]byte, error) {
 	if r.Len() == 0 {
 		return nil, errors.New("marshal receipt: no charges")
@@ -330,13 +354,23 @@ func (r *Receipt) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("marshal receipt: identity is %d bytes; at most %d are allowed", len(r.Identity), maxIdentity)
 	}
 	v := byte(receiptVersion)
-	if r.signed {
+	if r.Signed() {
 		v = signedReceiptVersion
 	}
-	b := r.appendContent(make([]byte, 0, 32+tagLen+len(r.Identity)+int(r.n)*32), v)
-	if r.signed {
-		b = binary.LittleEndian.AppendUint64(b, r.tag[0])
-		b = binary.LittleEndian.AppendUint64(b, r.tag[1])
+	b := r.appendContent(make([]byte, 0, 32+tagLen+len(r.Identity)+int(r.n)*32), v, r.ID, r.Identity)
+	switch {
+	case r.signer != nil:
+		key := r.signer.keys[0]
+		var lo, hi uint64
+		if r.ID == r.seal && r.Identity == r.signedIdentity {
+			lo, hi = siphash.Sum128(key[0], key[1], b)
+		} else {
+			lo, hi = r.mac(key, r.seal, r.signedIdentity)
+		}
+		b = binary.LittleEndian.AppendUint64(b, lo)
+		b = binary.LittleEndian.AppendUint64(b, hi)
+	case r.tagged:
+		b = append(b, r.seal[:]...)
 	}
 	return b, nil
 }
@@ -420,8 +454,7 @@ func (r *Receipt) UnmarshalBinary(data []byte) error {
 	}
 	out.uncertain = flags&1 != 0
 	if v == signedReceiptVersion {
-		out.signed = true
-		out.tag = [2]uint64{binary.LittleEndian.Uint64(tag[:8]), binary.LittleEndian.Uint64(tag[8:])}
+		out.tagged, out.seal = true, tag
 	}
 	*r = out
 	return nil
@@ -489,8 +522,13 @@ const MinReceiptKeyLen = 16
 // The tag is SipHash-2-4-128 (a keyed PRF, 128-bit key and tag) of the
 // receipt's whole content: its ID, identity, uncertain flag and, per charge,
 // the rule, limit, algorithm, amount and window, as MarshalBinary encodes
-// them. Signing and verifying cost about 50 ns for a one-limit receipt and do
-// not allocate.
+// them. It is computed only when a receipt leaves memory: Sign records the
+// keys and the receipt's ID and Identity (a few word copies, which is all
+// signing costs a check), MarshalBinary computes the tag under the first key
+// and encodes it, and Verify checks the tag of a decoded receipt against
+// every key (about 50 ns for one limit). A receipt signed in memory verifies
+// by what Sign recorded, without hashing: its ID and Identity must be
+// unchanged and its signing key one of the keys. Nothing allocates.
 //
 // A ReceiptKeys is immutable and safe for concurrent use.
 type ReceiptKeys struct {
@@ -543,54 +581,83 @@ func (k *ReceiptKeys) GoString() string { return k.String() }
 // Len returns the number of keys.
 func (k *ReceiptKeys) Len() int { return len(k.keys) }
 
-// Sign tags r with the first key. A Store calls it when it has filled an
+// Sign signs r with the first key. A Store calls it when it has filled an
 // allowed Decision's receipt, or made an uncertain one, before returning it.
-// A receipt without charges is left as it is: it refunds nothing anyway.
+// It records k and r's ID and Identity in r, and replaces any signature r
+// had; the tag is computed when r is encoded (MarshalBinary). A receipt
+// without charges is left as it is: it refunds nothing anyway.
 func (k *ReceiptKeys) Sign(r *Receipt) {
 	if r.Len() == 0 {
 		return
 	}
-	r.tag[0], r.tag[1] = r.mac(k.keys[0])
-	r.signed = true
+	r.signer, r.seal, r.signedIdentity = k, r.ID, r.Identity
+	r.tagged = false
 }
 
-// Verify reports whether r is signed and its tag is what one of the keys
-// makes of its content. A Store's Refund calls it before anything else and
-// refunds nothing when it reports false (see RefundResult.SetUnverified).
+// Verify reports whether r is signed under one of the keys and unchanged
+// since. A Store's Refund calls it before anything else and refunds nothing
+// when it reports false (see RefundResult.SetUnverified).
+//
+// A receipt signed in memory (Sign) verifies when its ID and Identity are
+// those it was signed with and the key that signed it is one of k's: what
+// its tag's check would say, without computing it. A decoded receipt
+// verifies when its tag is that of its content under one of the keys.
 func (k *ReceiptKeys) Verify(r *Receipt) bool {
-	if !r.signed || r.Len() == 0 {
+	if r.Len() == 0 {
 		return false
 	}
+	if r.signer != nil {
+		if r.ID != r.seal || r.Identity != r.signedIdentity {
+			return false
+		}
+		return r.signer == k || k.has(r.signer.keys[0])
+	}
+	if !r.tagged {
+		return false
+	}
+	var buf [256]byte
+	b := r.appendContent(buf[:0], signedReceiptVersion, r.ID, r.Identity)
+	tlo, thi := binary.LittleEndian.Uint64(r.seal[:8]), binary.LittleEndian.Uint64(r.seal[8:])
 	for _, key := range k.keys {
-		lo, hi := r.mac(key)
-		if (lo^r.tag[0])|(hi^r.tag[1]) == 0 {
+		lo, hi := siphash.Sum128(key[0], key[1], b)
+		if (lo^tlo)|(hi^thi) == 0 {
 			return true
 		}
 	}
 	return false
 }
 
-// mac returns the tag of r's content under key: SipHash-2-4-128 of the bytes
-// of its version 2 encoding before the tag. The encoding is built in a
-// buffer on the stack and hashed in one piece; only a receipt too long for
-// it (a long identity or many charges) goes through MarshalBinary's
-// allocation.
-func (r *Receipt) mac(key [2]uint64) (uint64, uint64) {
+// has reports whether key is one of k's keys.
+func (k *ReceiptKeys) has(key [2]uint64) bool {
+	for _, x := range k.keys {
+		if x == key {
+			return true
+		}
+	}
+	return false
+}
+
+// mac returns the tag under key of r's content with the given ID and
+// identity: SipHash-2-4-128 of the bytes of its version 2 encoding before
+// the tag. The encoding is built in a buffer on the stack and hashed in one
+// piece; only a receipt too long for it (a long identity or many charges)
+// has it allocated.
+func (r *Receipt) mac(key [2]uint64, id ReceiptID, identity string) (uint64, uint64) {
 	var buf [256]byte
-	b := r.appendContent(buf[:0], signedReceiptVersion)
+	b := r.appendContent(buf[:0], signedReceiptVersion, id, identity)
 	return siphash.Sum128(key[0], key[1], b)
 }
 
 // appendContent appends r's encoding in format version v, without the tag,
-// to b.
-func (r *Receipt) appendContent(b []byte, v byte) []byte {
+// to b, with the given ID and identity in place of r's.
+func (r *Receipt) appendContent(b []byte, v byte, id ReceiptID, identity string) []byte {
 	b = append(b, v, 0)
 	if r.uncertain {
 		b[len(b)-1] = 1
 	}
-	b = append(b, r.ID[:]...)
-	b = binary.AppendUvarint(b, uint64(len(r.Identity)))
-	b = append(b, r.Identity...)
+	b = append(b, id[:]...)
+	b = binary.AppendUvarint(b, uint64(len(identity)))
+	b = append(b, identity...)
 	b = binary.AppendUvarint(b, uint64(r.n))
 	i := 0
 	for k := range r.rules {

@@ -250,6 +250,86 @@ func TestReceiptSignVerify(t *testing.T) {
 	}
 }
 
+// TestReceiptSignedInMemory: a receipt signed in memory verifies without a
+// tag, under any keys that list its signing key, until its ID or Identity
+// changes; encoded, it carries the tag of what was signed, so that a changed
+// receipt encodes to one that does not verify either; signing again replaces
+// the signature.
+func TestReceiptSignedInMemory(t *testing.T) {
+	const k1, k2 = "key one, sixteen bytes or more", "key two, sixteen bytes or more"
+	for _, genuine := range realReceipts(t) {
+		r := genuine
+		testKeys(t, k1).Sign(&r)
+		if !r.Signed() {
+			t.Fatal("Sign did not sign")
+		}
+		enc, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dec allowance.Receipt
+		if err := dec.UnmarshalBinary(enc); err != nil || !testKeys(t, k2, k1).Verify(&dec) {
+			t.Fatalf("the encoding of a receipt signed in memory does not verify (err %v)", err)
+		}
+		if again, _ := dec.MarshalBinary(); !bytes.Equal(again, enc) {
+			t.Fatalf("decoded and encoded again: %x; want %x", again, enc)
+		}
+		for _, tc := range []struct {
+			keys []string
+			want bool
+		}{{[]string{k1}, true}, {[]string{k2, k1}, true}, {[]string{k2}, false}} {
+			if got := testKeys(t, tc.keys...).Verify(&r); got != tc.want {
+				t.Errorf("Verify with %q = %v, want %v", tc.keys, got, tc.want)
+			}
+		}
+
+		moved := r
+		moved.ID[3] ^= 0x10
+		renamed := r
+		renamed.Identity = "mallory"
+		for _, x := range []*allowance.Receipt{&moved, &renamed} {
+			if testKeys(t, k1).Verify(x) {
+				t.Fatalf("a receipt changed in memory after signing verifies: %s %q", x.ID, x.Identity)
+			}
+			b, err := x.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var y allowance.Receipt
+			if err := y.UnmarshalBinary(b); err != nil || !y.Signed() || y.ID != x.ID || y.Identity != x.Identity {
+				t.Fatalf("decoded changed receipt: %s %q signed %v, err %v", y.ID, y.Identity, y.Signed(), err)
+			}
+			if testKeys(t, k1).Verify(&y) {
+				t.Fatalf("the encoding of a receipt changed in memory after signing verifies: %s %q", x.ID, x.Identity)
+			}
+			// Signed again, as it is now: it verifies.
+			z := *x
+			testKeys(t, k1).Sign(&z)
+			if !testKeys(t, k1).Verify(&z) {
+				t.Fatal("a changed receipt signed again does not verify")
+			}
+		}
+		moved.ID[3] ^= 0x10
+		renamed.Identity = strings.Clone(r.Identity)
+		for _, x := range []*allowance.Receipt{&moved, &renamed} {
+			if !testKeys(t, k1).Verify(x) {
+				t.Fatalf("a receipt changed back does not verify: %s %q", x.ID, x.Identity)
+			}
+		}
+
+		// Signed again with another key, in memory or after decoding.
+		other := r
+		testKeys(t, k2).Sign(&other)
+		redec := dec
+		testKeys(t, k2).Sign(&redec)
+		for _, x := range []*allowance.Receipt{&other, &redec} {
+			if testKeys(t, k1).Verify(x) || !testKeys(t, k2).Verify(x) {
+				t.Fatal("signing again did not replace the signature")
+			}
+		}
+	}
+}
+
 func TestNewReceiptKeysErrors(t *testing.T) {
 	if _, err := allowance.NewReceiptKeys(); err == nil || !strings.Contains(err.Error(), "none given") {
 		t.Errorf("NewReceiptKeys() = %v; want an error saying none given", err)
@@ -276,6 +356,24 @@ func TestSignVerifyNoAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Fatalf("%v allocations per sign and verify; want 0", n)
+	}
+	// A decoded receipt is verified by its tag: here under each key, in
+	// vain, as neither is the one that signed it.
+	b, err := r.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec allowance.Receipt
+	if err := dec.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	k = testKeys(t, "key one, sixteen bytes or more", "yet another key, long enough")
+	if n := testing.AllocsPerRun(100, func() {
+		if k.Verify(&dec) {
+			t.Fatal("verifies under keys that do not list its key")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per verification of a decoded receipt; want 0", n)
 	}
 }
 

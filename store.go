@@ -34,16 +34,17 @@ type Store interface {
 
 	// Refund undoes the charges of one receipt, at most once per receipt ID
 	// across all callers and processes, and writes to res what happened, per
-	// charge, after res.Reset. It first verifies the receipt's tag with the
-	// store's ReceiptKeys: a receipt that no key verifies (altered, built
-	// with NewReceipt, signed by another key, or encoded before receipts were
-	// signed) changes nothing, not even the record of refunded or voided IDs,
-	// and every charge's outcome is Unverified (RefundResult.SetUnverified);
-	// that is not an error. the outcomes reuse the storage of res.Charges
-	// when it has room, so that a caller that keeps a RefundResult refunds
-	// without allocating. On an error res holds no outcomes. guards are the
-	// refund guards of the receipt's rules, by rule name; a rule without one
-	// is not bounded.
+	// charge, after res.Reset. It first verifies the receipt with the
+	// store's ReceiptKeys (ReceiptKeys.Verify: a receipt signed in memory by
+	// what Sign recorded, a decoded one by its tag): a receipt that no key
+	// verifies (altered, built with NewReceipt, signed by another key, or
+	// encoded before receipts were signed) changes nothing, not even the
+	// record of refunded or voided IDs, and every charge's outcome is
+	// Unverified (RefundResult.SetUnverified); that is not an error. The
+	// outcomes reuse the storage of res.Charges when it has room, so that a
+	// caller that keeps a RefundResult refunds without allocating. On an
+	// error res holds no outcomes. guards are the refund guards of the
+	// receipt's rules, by rule name; a rule without one is not bounded.
 	Refund(ctx context.Context, receipt *Receipt, guards []Guard, res *RefundResult) error
 
 	// Peek reports identity's usage of every limit of rules without charging.
@@ -67,6 +68,8 @@ type Request struct {
 	// It may hold any bytes; stores encode it.
 	Identity string
 	// Rules are charged together; they must be valid, with unique names.
+	// The Decision's receipt shares them, as the charges it describes: they
+	// must not be modified while it may be refunded or encoded.
 	Rules []Rule
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,57 @@ func (s *suite) testRefundTampered(t *testing.T) {
 		e.wantOutcomes(e.refund(&d1.Receipt), allowance.Restored)
 		u = e.peek("alice", r, other)
 		e.wantUsage(u, 0, 2, 8, u[0].ResetAfter)
+	})
+}
+
+// testRefundChangedInMemory: a receipt the store returned, with its ID or
+// Identity changed in memory (to another id, to the id of another of the
+// identity's receipts, to another identity), restores nothing and marks
+// nothing, and neither does its encoding; changed back, it is the genuine
+// receipt again. A copy of a receipt is the receipt: it refunds once.
+func (s *suite) testRefundChangedInMemory(t *testing.T) {
+	forEachAlgorithm(t, func(t *testing.T, alg allowance.Algorithm) {
+		e := s.env(t)
+		e.clock.alignTo(time.Minute)
+		r := rule(t, "r", alg, "10/minute", 0)
+		other := rule(t, "other", alg, "7/minute; 30/hour", 0)
+		d1 := e.mustAllow("alice", r, other)
+		d2 := e.mustAllow("alice", r, other)
+		e.mustAllow("bob", r, other)
+
+		moved := d2.Receipt
+		moved.ID[15] ^= 1
+		e.refundRefused(&moved, "alice", r, other)
+		taken := d2.Receipt
+		taken.ID = d1.Receipt.ID
+		e.refundRefused(&taken, "alice", r, other)
+		renamed := d2.Receipt
+		renamed.Identity = "bob"
+		e.refundRefused(&renamed, "bob", r, other)
+		e.refundRefused(&renamed, "alice", r, other)
+		for _, x := range []*allowance.Receipt{&moved, &taken, &renamed} {
+			b, err := x.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var decoded allowance.Receipt
+			if err := decoded.UnmarshalBinary(b); err != nil {
+				t.Fatal(err)
+			}
+			e.refundRefused(&decoded, decoded.Identity, r, other)
+		}
+
+		// Changed back, or to an equal identity of other bytes: genuine.
+		moved.ID[15] ^= 1
+		renamed.Identity = strings.Clone("alice")
+		e.wantOutcomes(e.refund(&moved), allowance.Restored)
+		e.wantOutcomes(e.refund(&renamed), allowance.AlreadyRefunded)
+		e.wantOutcomes(e.refund(&d2.Receipt), allowance.AlreadyRefunded)
+		e.wantOutcomes(e.refund(&d1.Receipt), allowance.Restored)
+		u := e.peek("alice", r, other)
+		e.wantUsage(u, 0, 0, 10, 0)
+		u = e.peek("bob", r, other)
+		e.wantUsage(u, 0, 1, 9, u[0].ResetAfter)
 	})
 }
 

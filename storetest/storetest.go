@@ -1,9 +1,9 @@
 // Package storetest is the conformance suite every allowance.Store runs: exact
 // admission for every algorithm at the window edges, all-or-nothing charges,
 // exact and at-most-once refunds (with property tests), refunds of only the
-// receipts the store signed (every bit of a receipt flipped, forged receipts,
-// key rotation), refund guards, peeks, resets, uncertain receipts and
-// contention.
+// receipts the store signed (every bit of a receipt flipped, receipts
+// changed in memory, forged receipts, key rotation), refund guards, peeks,
+// resets, uncertain receipts and contention.
 //
 // A store's test calls Run with a Factory that builds a fresh store reading
 // time from the suite's fake Clock:
@@ -90,6 +90,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"RefundBinaryReceipt", s.testRefundBinaryReceipt},
 		{"RefundNothing", s.testRefundNothing},
 		{"RefundTampered", s.testRefundTampered},
+		{"RefundChangedInMemory", s.testRefundChangedInMemory},
 		{"RefundForged", s.testRefundForged},
 		{"ReceiptKeyRotation", s.testReceiptKeyRotation},
 		{"UncertainReceipt", s.testUncertain},
