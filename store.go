@@ -98,12 +98,15 @@ type LimitState struct {
 	Allowed bool
 	// Remaining is how many units could still be charged now. For 10/minute
 	// with 6 used in the current window, Remaining is 4. In an allowed
-	// Decision it counts the request's own charge; in a denied one, a limit
-	// that would have allowed the request reports what it would have had
-	// left after it, though nothing was charged.
+	// Decision it counts the request's own charge. In a denied one nothing
+	// was charged, and every limit, whether it allowed the request or not,
+	// reports its state without it: what Peek reports at the same instant
+	// (Usage.Remaining).
 	Remaining int64
 	// ResetAfter is the time until usage would be back to zero if nothing
-	// more were charged.
+	// more were charged: in an allowed Decision counting the request's
+	// charge, in a denied one without it, as Peek reports it
+	// (Usage.ResetAfter).
 	ResetAfter time.Duration
 	// RetryAfter is, when Allowed is false, the time until a request of the
 	// same cost could pass this limit; zero when Allowed.

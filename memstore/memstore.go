@@ -524,6 +524,24 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 				i++
 			}
 		}
+	} else {
+		// A denial reports every limit as it is now, nothing charged: the
+		// limits that would have allowed the request too.
+		i = 0
+		for ri := range req.Rules {
+			r := &req.Rules[ri]
+			for _, l := range r.Limits {
+				if results[i].Allowed {
+					var sl slot
+					if k := slots[i]; k >= 0 {
+						sl = id.slots[k]
+					}
+					u := peek(&sl, r.Algorithm, l, now)
+					results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter
+				}
+				i++
+			}
+		}
 	}
 	sh.mu.Unlock()
 
@@ -844,33 +862,33 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 			if k := id.find(r.Name, l, uint8(r.Algorithm)); k >= 0 {
 				sl = id.slots[k]
 			}
-			n, p := l.Count, l.Period.Microseconds()
-			var used, reset, remaining int64
-			switch r.Algorithm {
-			case allowance.FixedWindow:
-				used, reset = algo.Fixed{Start: sl.a, Count: sl.b}.Usage(p, now)
-				remaining = n - used
-			case allowance.SlidingWindow:
-				used, reset = algo.Sliding{Start: sl.a, Cur: sl.b, Prev: sl.c}.Usage(p, now)
-				remaining = max(0, n-used)
-			case allowance.GCRA:
-				t := allowance.EmissionInterval(l)
-				st := algo.GCRA{TAT: sl.a}
-				used, reset = st.Usage(t, now)
-				remaining = st.Remaining(n, t, now)
-			case allowance.SlidingLog:
-				var lg algo.Log
-				if sl.log != nil {
-					lg = *sl.log
-				}
-				lg.Prune(p, now)
-				used, reset = lg.Usage(p, now)
-				remaining = n - used
-			}
-			out = append(out, allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: used, Remaining: remaining, ResetAfter: micros(reset)})
+			u := peek(&sl, r.Algorithm, l, now)
+			out = append(out, allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: u.Used, Remaining: u.Remaining, ResetAfter: micros(u.ResetAfter)})
 		}
 	}
 	return out, nil
+}
+
+// peek returns a limit's usage of sl at now, changing nothing: what Peek
+// reports, and what a denied check reports of every limit.
+func peek(sl *slot, alg allowance.Algorithm, l allowance.Limit, now int64) algo.Usage {
+	n, p := l.Count, l.Period.Microseconds()
+	switch alg {
+	case allowance.FixedWindow:
+		return algo.Fixed{Start: sl.a, Count: sl.b}.Peek(n, p, now)
+	case allowance.SlidingWindow:
+		return algo.Sliding{Start: sl.a, Cur: sl.b, Prev: sl.c}.Peek(n, p, now)
+	case allowance.GCRA:
+		return algo.GCRA{TAT: sl.a}.Peek(n, allowance.EmissionInterval(l), now)
+	case allowance.SlidingLog:
+		var lg algo.Log
+		if sl.log != nil {
+			lg = *sl.log
+		}
+		lg.Prune(p, now)
+		return lg.Peek(n, p, now)
+	}
+	panic(fmt.Sprintf("memstore: unknown algorithm %d", alg))
 }
 
 // Reset forgets identity's usage of every limit of rules and its refund guard

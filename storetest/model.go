@@ -88,6 +88,19 @@ func (m *model) charge(id allowance.ReceiptID, rules []allowance.Rule, now int64
 		}
 	}
 	windows := make([]int64, len(results))
+	if !allowed {
+		// A denial reports every limit as it is now, as Peek does.
+		i = 0
+		for ri := range rules {
+			for _, l := range rules[ri].Limits {
+				if results[i].Allowed {
+					u := m.usage(&rules[ri], l, now)
+					results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter.Microseconds()
+				}
+				i++
+			}
+		}
+	}
 	if allowed {
 		i = 0
 		for ri := range rules {
@@ -144,30 +157,23 @@ func (m *model) refund(rc *allowance.Receipt, now int64) (out []allowance.Charge
 func (m *model) usage(r *allowance.Rule, l allowance.Limit, now int64) allowance.Usage {
 	k := modelKey{r.Name, l}
 	n, p := l.Count, l.Period.Microseconds()
-	u := allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm}
-	var used, reset int64
+	var a algo.Usage
 	switch r.Algorithm {
 	case allowance.FixedWindow:
-		used, reset = m.fixed[k].Usage(p, now)
-		u.Remaining = n - used
+		a = m.fixed[k].Peek(n, p, now)
 	case allowance.SlidingWindow:
-		used, reset = m.sliding[k].Usage(p, now)
-		u.Remaining = max(0, n-used)
+		a = m.sliding[k].Peek(n, p, now)
 	case allowance.GCRA:
-		t := allowance.EmissionInterval(l)
-		used, reset = m.gcra[k].Usage(t, now)
-		u.Remaining = m.gcra[k].Remaining(n, t, now)
+		a = m.gcra[k].Peek(n, allowance.EmissionInterval(l), now)
 	case allowance.SlidingLog:
 		var lg algo.Log
 		if m.logs[k] != nil {
 			lg = *m.logs[k]
 		}
 		lg.Prune(p, now)
-		used, reset = lg.Usage(p, now)
-		u.Remaining = n - used
+		a = lg.Peek(n, p, now)
 	}
-	u.Used, u.ResetAfter = used, time.Duration(reset)*time.Microsecond
-	return u
+	return allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: a.Used, Remaining: a.Remaining, ResetAfter: time.Duration(a.ResetAfter) * time.Microsecond}
 }
 
 // testModelProperty: for any sequence of charges (several rules, several

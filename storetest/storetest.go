@@ -1,9 +1,10 @@
 // Package storetest is the conformance suite every allowance.Store runs: exact
 // admission for every algorithm at the window edges, all-or-nothing charges,
-// exact and at-most-once refunds (with property tests), refunds of only the
-// receipts the store signed (every bit of a receipt flipped, receipts
-// changed in memory, forged receipts, key rotation), refund guards, peeks,
-// resets, uncertain receipts and contention.
+// denials that report every limit as a peek does, exact and at-most-once
+// refunds (with property tests), refunds of only the receipts the store
+// signed (every bit of a receipt flipped, receipts changed in memory, forged
+// receipts, key rotation), refund guards, peeks, resets, uncertain receipts
+// and contention.
 //
 // A store's test calls Run with a Factory that builds a fresh store reading
 // time from the suite's fake Clock:
@@ -81,6 +82,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"AllOrNothingLimits", s.testAllOrNothingLimits},
 		{"AllOrNothingRules", s.testAllOrNothingRules},
 		{"MultipleRules", s.testMultipleRules},
+		{"DeniedStatesArePeek", s.testDeniedStatesArePeek},
 		{"Peek", s.testPeek},
 		{"Reset", s.testReset},
 		{"RefundRestores", s.testRefundRestores},

@@ -5,6 +5,12 @@
 // Every function takes the state as read (possibly from an earlier window),
 // the limit (n units per p microseconds), the cost c and the time now, and
 // returns what the store needs; none of them keeps state.
+//
+// A check reports every limit's state: after the charge when the check is
+// allowed (Charge's Result); when it is denied, as it is now, nothing
+// charged (Peek's Usage), for the limits that would have allowed it as for
+// those that did not, so that a denial says the same as a peek at that
+// instant.
 package algo
 
 import (
@@ -13,12 +19,27 @@ import (
 	"github.com/allowancehq/allowance/internal/mathx"
 )
 
-// Result is one limit's verdict and the numbers a Decision reports.
+// Result is one limit's verdict and the numbers a Decision reports. When it
+// is allowed they are those after the charge; when it is denied, those of
+// Peek at the same time.
 type Result struct {
 	Allowed    bool
 	Remaining  int64 // after the charge when allowed, else now
 	ResetAfter int64 // µs until usage would be zero with no more charges
 	RetryAfter int64 // µs until a request of the same cost could pass; 0 when allowed
+}
+
+// Usage is a limit's state at a time, nothing charged: what a peek reports,
+// and what a denied check reports of every limit.
+type Usage struct {
+	Used       int64 // units counted (see each algorithm's Peek)
+	Remaining  int64 // units a request could be charged
+	ResetAfter int64 // µs until Used would be zero if nothing more were charged
+}
+
+// denied returns the Result of a denied charge: u's numbers and the retry.
+func (u Usage) denied(retry int64) Result {
+	return Result{Remaining: u.Remaining, ResetAfter: u.ResetAfter, RetryAfter: retry}
 }
 
 // Fixed is the state of a fixed window: the start of the window it counts and
@@ -40,19 +61,20 @@ func (s Fixed) Charge(n, p, c, now int64) (Result, Fixed) {
 	s = s.Roll(p, now)
 	end := s.Start + p - now
 	if s.Count+c > n {
-		return Result{Remaining: n - s.Count, ResetAfter: end, RetryAfter: end}, s
+		return s.Peek(n, p, now).denied(end), s
 	}
 	s.Count += c
 	return Result{Allowed: true, Remaining: n - s.Count, ResetAfter: end}, s
 }
 
-// Usage returns the units used at now and the time until they reset.
-func (s Fixed) Usage(p, now int64) (used, resetAfter int64) {
+// Peek returns the units counted in now's window, what is left of n, and
+// the time until the window ends (zero when it counts nothing).
+func (s Fixed) Peek(n, p, now int64) Usage {
 	s = s.Roll(p, now)
 	if s.Count == 0 {
-		return 0, 0
+		return Usage{Remaining: n}
 	}
-	return s.Count, s.Start + p - now
+	return Usage{Used: s.Count, Remaining: n - s.Count, ResetAfter: s.Start + p - now}
 }
 
 // Refund gives back up to a units charged in the window starting at window.
@@ -124,13 +146,15 @@ func (s Sliding) Charge(n, p, c, now int64) (Result, Sliding) {
 		e := p + 1 - mathx.MulDivCeil(n-c-s.Cur+1, p, s.Prev)
 		retry = s.Start + e - now
 	}
-	return Result{Remaining: max(0, n-est), ResetAfter: s.resetAfter(p, now), RetryAfter: retry}, s
+	return Usage{Used: est, Remaining: max(0, n-est), ResetAfter: s.resetAfter(p, now)}.denied(retry), s
 }
 
-// Usage returns the estimated units used at now and the time until zero.
-func (s Sliding) Usage(p, now int64) (used, resetAfter int64) {
+// Peek returns the estimated units used at now, what is left of n, and the
+// time until both counts are gone.
+func (s Sliding) Peek(n, p, now int64) Usage {
 	s = s.Roll(p, now)
-	return s.estimate(p, now), s.resetAfter(p, now)
+	est := s.estimate(p, now)
+	return Usage{Used: est, Remaining: max(0, n-est), ResetAfter: s.resetAfter(p, now)}
 }
 
 // Refund gives back up to a units charged in the window starting at window,
@@ -162,24 +186,17 @@ func (s GCRA) Charge(n, t, c, now int64) (Result, GCRA) {
 	tat := base + c*t
 	tau := n * t
 	if tat-now > tau {
-		return Result{Remaining: (tau - (base - now)) / t, ResetAfter: base - now, RetryAfter: tat - tau - now}, s
+		return s.Peek(n, t, now).denied(tat - tau - now), s
 	}
 	return Result{Allowed: true, Remaining: (tau - (tat - now)) / t, ResetAfter: tat - now}, GCRA{TAT: tat}
 }
 
-// Usage returns the units not yet flowed back at now, rounded up, and the
-// time until the bucket is full.
-func (s GCRA) Usage(t, now int64) (used, resetAfter int64) {
-	if s.TAT <= now {
-		return 0, 0
-	}
-	d := s.TAT - now
-	return (d + t - 1) / t, d
-}
-
-// Remaining returns the units a request could be charged at now.
-func (s GCRA) Remaining(n, t, now int64) int64 {
-	return (n*t - max(0, s.TAT-now)) / t
+// Peek returns the units not yet flowed back at now, rounded up, the units
+// a request could be charged, and the time until the bucket is full. t is
+// the emission interval.
+func (s GCRA) Peek(n, t, now int64) Usage {
+	d := max(0, s.TAT-now)
+	return Usage{Used: (d + t - 1) / t, Remaining: (n*t - d) / t, ResetAfter: d}
 }
 
 // Refund moves the TAT back by inc, never before now, for a charge whose TAT
@@ -242,7 +259,7 @@ func (l *Log) Check(n, p, c, now int64) Result {
 			break
 		}
 	}
-	return Result{Remaining: n - l.Total, ResetAfter: l.resetAfter(p, now), RetryAfter: retry}
+	return l.Peek(n, p, now).denied(retry)
 }
 
 func (l *Log) resetAfter(p, now int64) int64 {
@@ -252,10 +269,10 @@ func (l *Log) resetAfter(p, now int64) int64 {
 	return l.Entries[len(l.Entries)-1].Time + p - now
 }
 
-// Usage returns the units in the window (after Prune) and the time until
-// the log is empty.
-func (l *Log) Usage(p, now int64) (used, resetAfter int64) {
-	return l.Total, l.resetAfter(p, now)
+// Peek returns the units in the window (after Prune), what is left of n,
+// and the time until the log is empty.
+func (l *Log) Peek(n, p, now int64) Usage {
+	return Usage{Used: l.Total, Remaining: n - l.Total, ResetAfter: l.resetAfter(p, now)}
 }
 
 // Add records c units charged at now. Entries stay in time order: a clock

@@ -14,8 +14,8 @@ type limiter interface {
 	check(c, now int64) Result
 	// charge applies a charge of c at now if it is allowed.
 	charge(c, now int64) Result
-	// used returns the units counted at now and the time until none are.
-	used(now int64) (int64, int64)
+	// peek returns the usage at now, nothing charged.
+	peek(now int64) Usage
 }
 
 type fixed struct {
@@ -29,7 +29,7 @@ func (f *fixed) charge(c, now int64) Result {
 	f.s = s
 	return r
 }
-func (f *fixed) used(now int64) (int64, int64) { return f.s.Usage(f.p, now) }
+func (f *fixed) peek(now int64) Usage { return f.s.Peek(f.n, f.p, now) }
 
 type sliding struct {
 	n, p int64
@@ -42,7 +42,7 @@ func (f *sliding) charge(c, now int64) Result {
 	f.s = s
 	return r
 }
-func (f *sliding) used(now int64) (int64, int64) { return f.s.Usage(f.p, now) }
+func (f *sliding) peek(now int64) Usage { return f.s.Peek(f.n, f.p, now) }
 
 type gcra struct {
 	n, t int64
@@ -57,7 +57,7 @@ func (f *gcra) charge(c, now int64) Result {
 	}
 	return r
 }
-func (f *gcra) used(now int64) (int64, int64) { return f.s.Usage(f.t, now) }
+func (f *gcra) peek(now int64) Usage { return f.s.Peek(f.n, f.t, now) }
 
 type slidingLog struct {
 	n, p int64
@@ -79,10 +79,10 @@ func (f *slidingLog) charge(c, now int64) Result {
 	}
 	return r
 }
-func (f *slidingLog) used(now int64) (int64, int64) {
+func (f *slidingLog) peek(now int64) Usage {
 	l := Log{Entries: slices.Clone(f.l.Entries), Total: f.l.Total}
 	l.Prune(f.p, now)
-	return l.Usage(f.p, now)
+	return l.Peek(f.n, f.p, now)
 }
 
 var algorithms = []string{"fixed", "sliding", "sliding-log", "gcra"}
@@ -101,9 +101,10 @@ func newLimiter(alg string, n, p int64) limiter {
 
 // TestRetryAfterIsExact: for every algorithm and any history, a denied
 // charge's RetryAfter is the first microsecond at which the same charge
-// passes; Remaining is the largest charge that passes now; and ResetAfter is
-// when usage is gone. Periods are a few microseconds so every instant can be
-// tried.
+// passes, and its Remaining and ResetAfter are Peek's at that instant;
+// Remaining is the largest charge that passes now (Peek's too); and
+// ResetAfter is when usage is gone. Periods are a few microseconds so every
+// instant can be tried.
 func TestRetryAfterIsExact(t *testing.T) {
 	for _, alg := range algorithms {
 		t.Run(alg, func(t *testing.T) {
@@ -117,7 +118,12 @@ func TestRetryAfterIsExact(t *testing.T) {
 					c := rapid.Int64Range(1, n).Draw(t, "cost")
 					r := lim.check(c, now)
 					checkRemaining(t, lim, r, c, now, n)
+					u := lim.peek(now)
+					checkRemaining(t, lim, Result{Remaining: u.Remaining}, 0, now, n)
 					if !r.Allowed {
+						if r.Remaining != u.Remaining || r.ResetAfter != u.ResetAfter {
+							t.Fatalf("denied with remaining %d, reset %d; peek says %d, %d", r.Remaining, r.ResetAfter, u.Remaining, u.ResetAfter)
+						}
 						if r.RetryAfter <= 0 {
 							t.Fatalf("denied with RetryAfter %d", r.RetryAfter)
 						}
@@ -135,17 +141,18 @@ func TestRetryAfterIsExact(t *testing.T) {
 						t.Fatalf("allowed with RetryAfter %d", r.RetryAfter)
 					}
 					lim.charge(c, now)
-					used, reset := lim.used(now)
-					if used <= 0 || reset != r.ResetAfter {
-						t.Fatalf("after a charge: used %d, reset %d; the charge said reset %d", used, reset, r.ResetAfter)
+					u = lim.peek(now)
+					if u.Used <= 0 || u.ResetAfter != r.ResetAfter || u.Remaining != r.Remaining {
+						t.Fatalf("after a charge: peek %+v; the charge said remaining %d, reset %d", u, r.Remaining, r.ResetAfter)
 					}
-					if u, _ := lim.used(now + reset); u != 0 {
-						t.Fatalf("%d units used at ResetAfter %d", u, reset)
+					reset := u.ResetAfter
+					if u := lim.peek(now + reset); u.Used != 0 || u.Remaining != n {
+						t.Fatalf("at ResetAfter %d: peek %+v; want nothing used", reset, u)
 					}
 					if alg != "sliding" && reset > 0 {
 						// The estimate of the sliding window can round to 0
 						// before its counts are gone.
-						if u, _ := lim.used(now + reset - 1); u == 0 {
+						if u := lim.peek(now + reset - 1); u.Used == 0 {
 							t.Fatalf("no units used 1µs before ResetAfter %d", reset)
 						}
 					}

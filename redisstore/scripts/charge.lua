@@ -18,7 +18,9 @@
 -- the window charged, or, when every limit is GCRA's, 3, now as seconds
 -- and microseconds (TIME's two numbers, or 0 and the test clock), then per
 -- limit the window charged (its TAT); for a denied check 0, then per limit:
--- allowed, remaining, resetAfter, retryAfter.
+-- allowed, remaining, resetAfter, retryAfter, the remaining and resetAfter
+-- being the limit's now, nothing charged, as peek.lua reports them (for the
+-- limits that would have allowed the check too).
 --
 -- One string, because Redis turns a Lua table into a reply element by
 -- element, which cost more than the rest of the script's Lua; and no more
@@ -286,15 +288,71 @@ end
 
 if not ok then
   if not multi then return fmt('0 0 %d %d %d', rem, reset, retry) end
-  local parts = {}
+  -- A denial reports every limit as it is now, nothing charged, as
+  -- peek.lua does. The limits that denied have their figures in rr already;
+  -- rr holds those after the charge for the limits that allowed, so their
+  -- states are walked again here, off the allowed path, as the first pass
+  -- reads them.
+  L = L or lib()
+  local out = {}
+  ki = 2
   for i = 1, m do
-    if den[i] then
-      parts[i] = fmt('0 %d %d %d', rr[2 * i - 1], rr[2 * i], den[i])
+    local a = 4 * i - 1
+    local alg, n, p = ARGV[a + 1], ARGV[a + 2] + 0, ARGV[a + 3] + 0
+    local cont, nextin = alg < 'a', i < m and ARGV[a + 5] < 'a'
+    local v
+    if cont or nextin then
+      if not cont then
+        local kv = st
+        if not one then kv = st[ki - 1] end
+        parts, part, ralg = {}, 0, alg
+        if kv then
+          for x in string.gmatch(kv, '[^|]+') do parts[#parts + 1] = x end
+        end
+      else
+        alg = ralg
+      end
+      part = part + 1
+      v = parts[part]
+    elseif one then
+      v = st
     else
-      parts[i] = fmt('1 %d %d 0', rr[2 * i - 1], rr[2 * i])
+      v = st[ki - 1]
+    end
+    local key, total = KEYS[ki], 0
+    if alg == 'l' then
+      ki = ki + 1
+      total = tonumber(st[ki - 1]) or 0
+    end
+    if not nextin then ki = ki + 1 end
+    if den[i] then
+      out[i] = fmt('0 %d %d %d', rr[2 * i - 1], rr[2 * i], den[i])
+    else
+      local r, z = 0, 0 -- remaining and resetAfter, as peek.lua computes them
+      if alg == 'f' then
+        local start, count = L.fixedroll(v, p)
+        r = n - count
+        if count > 0 then z = start + p - now end
+      elseif alg == 's' then
+        local start, cur, prev = L.slidingroll(v, p)
+        r, z = math.max(0, n - L.estimate(start, cur, prev, p)), L.slidingreset(start, cur, prev, p)
+      elseif alg == 'g' then
+        local t = L.emission(n, p)
+        local d = (tonumber(v) or 0) - now
+        if d < 0 then d = 0 end
+        r, z = L.idiv(n * t - d, t), d
+      else
+        if total > 0 then
+          total = total - L.logexpired(key, p)
+          local last = L.loglast(key)
+          if total > 0 and last then z = last + p - now end
+        end
+        r = n - total
+      end
+      out[i] = fmt('1 %d %d 0', r, z)
     end
   end
-  return '0 ' .. table.concat(parts, ' ')
+  return '0 ' .. table.concat(out, ' ')
 end
 
 -- Second pass: apply every charge. The keys are distinct, so the verdicts of
