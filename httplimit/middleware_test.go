@@ -156,7 +156,7 @@ func TestHeadersMostRestrictive(t *testing.T) {
 		rateLimit, x string
 	}{
 		{http.StatusAccepted, `"create-task";r=4;t=37, "all";r=0;t=3577`, "1 0 3577"},
-		{http.StatusTooManyRequests, `"create-task";r=3;t=37, "all";r=0;t=3577`, "1 0 3577"},
+		{http.StatusTooManyRequests, `"create-task";r=4;t=37, "all";r=0;t=3577`, "1 0 3577"},
 	} {
 		w := do(h, "POST", "/v1/tasks", "alice")
 		x := w.Header().Get("X-RateLimit-Limit") + " " + w.Header().Get("X-RateLimit-Remaining") + " " + w.Header().Get("X-RateLimit-Reset")
