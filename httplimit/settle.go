@@ -186,21 +186,24 @@ func (s *settler) pop() {
 	s.mu.Unlock()
 }
 
-// abandonAll abandons what is left after Shutdown's context ended.
+// abandonAll abandons what is left after Shutdown's context ended, then
+// lets Shutdown return: every abandon is logged and counted by then.
 func (s *settler) abandonAll() {
 	s.mu.Lock()
 	q := s.q
 	s.q = nil
 	s.running = false
+	s.mu.Unlock()
+	for _, e := range q {
+		s.m.abandon(e, "shutdown")
+	}
+	s.mu.Lock()
 	select {
 	case <-s.idle:
 	default:
 		close(s.idle)
 	}
 	s.mu.Unlock()
-	for _, e := range q {
-		s.m.abandon(e, "shutdown")
-	}
 }
 
 // shutdown waits until the queue is empty or ctx ends; what is left then
