@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/allowancehq/allowance/internal/algo"
 	"github.com/allowancehq/allowance/internal/siphash"
 )
 
@@ -201,20 +202,12 @@ func (r *Receipt) Expiry(now time.Time) time.Time {
 	var end int64
 	for i := 0; i < r.Len(); i++ {
 		c := r.Charge(i)
-		var e int64
 		p := c.Limit.Period.Microseconds()
-		switch c.Algorithm {
-		case FixedWindow:
-			e = c.Window + p
-		case SlidingWindow:
-			e = c.Window + 2*p
-		case SlidingLog:
-			e = c.Window + p
-		case GCRA:
-			e = c.Window
-		}
+		var e int64
 		if r.uncertain {
 			e = now.UnixMicro() + 2*p
+		} else {
+			e = algo.Kind(c.Algorithm).Expiry(c.Window, p)
 		}
 		end = max(end, e)
 	}

@@ -9,7 +9,8 @@ import (
 // Algorithm says how a limit counts. Every Store implements every algorithm with
 // the same arithmetic, in whole microseconds of the store's clock, so that a
 // decision does not depend on which store made it. With P the limit's period in
-// microseconds, N its count, c the request's cost and now the store's clock:
+// microseconds, N its count, c the request's amount (Rule.Amount: the units it
+// is charged) and now the store's clock:
 //
 //   - FixedWindow counts per aligned window [w, w+P) with w = now - now%P. A
 //     request is admitted while used+c <= N. Reset: the window's end.
@@ -17,9 +18,10 @@ import (
 //     window and estimates usage as cur + floor(prev*(P-e)/P), with e = now-w the
 //     time elapsed in the current window; admitted while estimate+c <= N. It uses
 //     O(1) memory and approximates a moving window.
-//   - SlidingLog records one entry per unit charged and counts the entries of the
-//     last P microseconds (entries at times t with t > now-P); admitted while
-//     count+c <= N. Exact, and its memory grows with N.
+//   - SlidingLog records one entry per charge, its time and amount, and counts
+//     the units of the entries of the last P microseconds (times t with
+//     t > now-P); admitted while count+c <= N. Exact, and its memory grows
+//     with the number of charges in a period (at most N).
 //   - GCRA is a token bucket of size N refilled at N per P, kept as a theoretical
 //     arrival time (TAT). With the emission interval T = ceil(P/N) and the burst
 //     tolerance N*T, a request is admitted while max(TAT, now)+c*T-now <= N*T,

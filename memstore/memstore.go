@@ -148,16 +148,33 @@ func (sh *shard) unclaim(id allowance.ReceiptID, now int64) {
 	sh.refunded.release(id)
 }
 
-// guardAlg marks a slot that counts refunds for a rule's refund guard.
-const guardAlg = 255
-
+// slot is an identity's usage of one limit of a rule, or its count of
+// refunds for a rule's refund guard.
 type slot struct {
 	rule    string
 	limit   allowance.Limit
-	alg     uint8
-	expires int64 // µs at which the slot holds nothing any more
-	a, b, c int64 // fixed: start, count; sliding: start, cur, prev; gcra: tat
-	log     *algo.Log
+	kind    slotKind
+	expires int64      // µs at which the slot holds nothing any more
+	state   algo.State // the algorithm's state; a guard's is a fixed window
+}
+
+// slotKind says what a slot counts: a limit of an algorithm, or, when guard
+// is set, the refunds of a rule's refund guard (a fixed window of refunds).
+type slotKind struct {
+	alg   algo.Kind
+	guard bool
+}
+
+// limitSlot is the kind of a slot for a limit of algorithm alg.
+func limitSlot(alg allowance.Algorithm) slotKind { return slotKind{alg: algo.Kind(alg)} }
+
+// guardSlot is the kind of a slot counting a refund guard's refunds.
+var guardSlot = slotKind{alg: algo.KindFixed, guard: true}
+
+// limitOf returns l as the algorithms use it (a division for GCRA: not
+// under a lock).
+func limitOf(alg allowance.Algorithm, l allowance.Limit) algo.Limit {
+	return algo.NewLimit(algo.Kind(alg), l.Count, l.Period.Microseconds())
 }
 
 // systemClock reads the wall clock in µs from one monotonic clock reading a
@@ -374,22 +391,22 @@ func voidedError(rid allowance.ReceiptID) error {
 	return fmt.Errorf("memstore: charge %s: %w", rid, allowance.ErrVoided)
 }
 
-// find returns the index of the slot for rule, limit and algorithm, or -1.
-func (id *identity) find(rule string, l allowance.Limit, alg uint8) int {
+// find returns the index of the slot for rule, limit and kind, or -1.
+func (id *identity) find(rule string, l allowance.Limit, kind slotKind) int {
 	if id == nil {
 		return -1
 	}
 	for i := range id.slots {
 		sl := &id.slots[i]
-		if sl.limit == l && sl.alg == alg && sl.rule == rule {
+		if sl.limit == l && sl.kind == kind && sl.rule == rule {
 			return i
 		}
 	}
 	return -1
 }
 
-func (id *identity) add(rule string, l allowance.Limit, alg uint8) int {
-	id.slots = append(id.slots, slot{rule: rule, limit: l, alg: alg})
+func (id *identity) add(rule string, l allowance.Limit, kind slotKind) int {
+	id.slots = append(id.slots, slot{rule: rule, limit: l, kind: kind})
 	return len(id.slots) - 1
 }
 
@@ -413,7 +430,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	r := &req.Rules[0]
 	l := r.Limits[0]
 	c := r.Amount()
-	t := emission(r.Algorithm, l) // a division: not under the lock
+	lim, kind := limitOf(r.Algorithm, l), limitSlot(r.Algorithm)
 	sh, h := s.locate(req.Identity)
 	now := s.micros()
 
@@ -424,19 +441,15 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		return voidedError(req.ID)
 	}
 	id := sh.ids.lookup(h, req.Identity)
-	k := id.find(r.Name, l, uint8(r.Algorithm))
+	k := id.find(r.Name, l, kind)
 	if k < 0 {
 		if id == nil {
 			id = sh.ids.insert(h, req.Identity, 1)
 		}
-		k = id.add(r.Name, l, uint8(r.Algorithm))
+		k = id.add(r.Name, l, kind)
 	}
 	sl := &id.slots[k]
-	res := evaluate(sl, r.Algorithm, l, t, c, now, true)
-	var window int64
-	if res.Allowed {
-		window = record(sl, r.Algorithm, l, rid, 0, c, now)
-	}
+	res, window := sl.charge(lim, c, now, algo.Ref{ID: rid})
 	sh.mu.Unlock()
 
 	d.Receipt.ID = rid
@@ -448,16 +461,14 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	return nil
 }
 
-// record finishes an allowed charge that evaluate applied, and returns the
-// charge's window for the receipt. For SlidingLog it adds the log entry.
-func record(sl *slot, alg allowance.Algorithm, l allowance.Limit, id allowance.ReceiptID, i int, c, now int64) int64 {
-	if alg != allowance.SlidingLog {
-		return sl.a // window start, or the TAT for GCRA
+// charge judges a charge of c on sl at now and records it when allowed,
+// returning the verdict and the charge's window.
+func (sl *slot) charge(l algo.Limit, c, now int64, ref algo.Ref) (algo.Result, int64) {
+	res, window, expires := sl.kind.alg.Charge(&sl.state, l, c, now, ref)
+	if res.Allowed {
+		sl.expires = expires
 	}
-	sl.log.Add(algo.Entry{Time: now, ID: id, Charge: i, Units: c})
-	w := sl.log.Entries[len(sl.log.Entries)-1].Time
-	sl.expires = w + l.Period.Microseconds()
-	return w
+	return res, window
 }
 
 // chargeMany is Charge for several limits: a first pass judges every limit
@@ -493,14 +504,15 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 	for ri := range req.Rules {
 		r := &req.Rules[ri]
 		c := r.Amount()
+		kind := limitSlot(r.Algorithm)
 		for _, l := range r.Limits {
-			k := id.find(r.Name, l, uint8(r.Algorithm))
+			k := id.find(r.Name, l, kind)
 			slots[i] = k
-			var sl slot
+			var st algo.State
 			if k >= 0 {
-				sl = id.slots[k]
+				st = id.slots[k].state
 			}
-			results[i] = evaluate(&sl, r.Algorithm, l, emission(r.Algorithm, l), c, now, false)
+			results[i] = kind.alg.Judge(&st, limitOf(r.Algorithm, l), c, now)
 			allowed = allowed && results[i].Allowed
 			i++
 		}
@@ -516,11 +528,9 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 			for _, l := range r.Limits {
 				k := slots[i]
 				if k < 0 {
-					k = id.add(r.Name, l, uint8(r.Algorithm))
+					k = id.add(r.Name, l, limitSlot(r.Algorithm))
 				}
-				sl := &id.slots[k]
-				results[i] = evaluate(sl, r.Algorithm, l, emission(r.Algorithm, l), c, now, true)
-				windows[i] = record(sl, r.Algorithm, l, rid, i, c, now)
+				results[i], windows[i] = id.slots[k].charge(limitOf(r.Algorithm, l), c, now, algo.Ref{ID: rid, Charge: i})
 				i++
 			}
 		}
@@ -532,11 +542,11 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 			r := &req.Rules[ri]
 			for _, l := range r.Limits {
 				if results[i].Allowed {
-					var sl slot
+					var st algo.State
 					if k := slots[i]; k >= 0 {
-						sl = id.slots[k]
+						st = id.slots[k].state
 					}
-					u := peek(&sl, r.Algorithm, l, now)
+					u := algo.Kind(r.Algorithm).Peek(&st, limitOf(r.Algorithm, l), now)
 					results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter
 				}
 				i++
@@ -554,59 +564,6 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 		s.keys.Sign(&d.Receipt)
 	}
 	return nil
-}
-
-// emission returns the emission interval of l for GCRA, zero for the other
-// algorithms.
-func emission(alg allowance.Algorithm, l allowance.Limit) int64 {
-	if alg != allowance.GCRA {
-		return 0
-	}
-	return allowance.EmissionInterval(l)
-}
-
-// evaluate computes a limit's verdict on sl at now and, when apply is set
-// and the charge is allowed, records it in sl. t is the limit's emission
-// interval for GCRA (see emission). For SlidingLog, apply prunes the log; the
-// caller adds the entry.
-func evaluate(sl *slot, alg allowance.Algorithm, l allowance.Limit, t, c, now int64, apply bool) algo.Result {
-	n, p := l.Count, l.Period.Microseconds()
-	switch alg {
-	case allowance.FixedWindow:
-		res, st := algo.Fixed{Start: sl.a, Count: sl.b}.Charge(n, p, c, now)
-		if apply && res.Allowed {
-			sl.a, sl.b, sl.expires = st.Start, st.Count, st.Start+p
-		}
-		return res
-	case allowance.SlidingWindow:
-		res, st := algo.Sliding{Start: sl.a, Cur: sl.b, Prev: sl.c}.Charge(n, p, c, now)
-		if apply && res.Allowed {
-			sl.a, sl.b, sl.c, sl.expires = st.Start, st.Cur, st.Prev, st.Start+2*p
-		}
-		return res
-	case allowance.GCRA:
-		res, st := algo.GCRA{TAT: sl.a}.Charge(n, t, c, now)
-		if apply && res.Allowed {
-			sl.a, sl.expires = st.TAT, st.TAT
-		}
-		return res
-	case allowance.SlidingLog:
-		if sl.log == nil {
-			if !apply {
-				return (&algo.Log{}).Check(n, p, c, now)
-			}
-			sl.log = &algo.Log{}
-		}
-		if apply {
-			sl.log.Prune(p, now)
-			return sl.log.Check(n, p, c, now)
-		}
-		// Judge without pruning in place: count what Prune would keep.
-		lg := *sl.log
-		lg.Prune(p, now)
-		return lg.Check(n, p, c, now)
-	}
-	panic(fmt.Sprintf("memstore: unknown algorithm %d", alg))
 }
 
 func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
@@ -632,21 +589,17 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		s.refundOne(receipt, res.Charges)
 		return nil
 	}
-	// GCRA's emission intervals and increments are divisions: made here,
-	// not under the lock.
-	var gcraBuf [maxInlineCharges]gcraRefund
-	gcra := gcraBuf[:0]
+	// GCRA's emission intervals are divisions: made here, not under the
+	// lock.
+	var limitBuf [maxInlineCharges]algo.Limit
+	limits := limitBuf[:0]
 	if receipt.Len() > maxInlineCharges {
-		gcra = make([]gcraRefund, 0, receipt.Len())
+		limits = make([]algo.Limit, 0, receipt.Len())
 	}
 	for i := range res.Charges {
 		c := receipt.Charge(i)
 		res.Charges[i].Charge = c
-		var g gcraRefund
-		if c.Algorithm == allowance.GCRA {
-			g = gcraRefund{t: allowance.EmissionInterval(c.Limit), inc: c.Increment()}
-		}
-		gcra = append(gcra, g)
+		limits = append(limits, limitOf(c.Algorithm, c.Limit))
 	}
 	charges := res.Charges
 	sh, h := s.locate(receipt.Identity)
@@ -710,7 +663,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		anyDone = true
 		restoredAny := false
 		for i := start; i < end; i++ {
-			out, units := refundCharge(id, receipt.ID, i, charges[i].Charge, gcra[i], now)
+			out, units := refundCharge(id, algo.Ref{ID: receipt.ID, Charge: i}, charges[i].Charge, limits[i], now)
 			res.Charges[i].Outcome, res.Charges[i].Restored = out, units
 			restoredAny = restoredAny || out == allowance.Restored
 		}
@@ -744,10 +697,7 @@ func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.Charg
 	out := &outcomes[0]
 	out.Charge = receipt.Charge(0)
 	c := &out.Charge
-	var g gcraRefund
-	if c.Algorithm == allowance.GCRA {
-		g = gcraRefund{t: allowance.EmissionInterval(c.Limit), inc: c.Increment()}
-	}
+	lim := limitOf(c.Algorithm, c.Limit)
 	sh, h := s.locate(receipt.Identity)
 	now := s.micros()
 	expiry := expiryOf(outcomes, false, now)
@@ -760,7 +710,7 @@ func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.Charg
 		return
 	}
 	id := sh.ids.lookup(h, receipt.Identity)
-	out.Outcome, out.Restored = refundCharge(id, receipt.ID, 0, *c, g, now)
+	out.Outcome, out.Restored = refundCharge(id, algo.Ref{ID: receipt.ID}, *c, lim, now)
 	sh.mu.Unlock()
 }
 
@@ -771,52 +721,24 @@ func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int6
 	for i := range charges {
 		c := &charges[i].Charge
 		p := c.Limit.Period.Microseconds()
-		e := c.Window
-		switch {
-		case uncertain:
+		var e int64
+		if uncertain {
 			e = now + 2*p
-		case c.Algorithm == allowance.FixedWindow, c.Algorithm == allowance.SlidingLog:
-			e += p
-		case c.Algorithm == allowance.SlidingWindow:
-			e += 2 * p
+		} else {
+			e = algo.Kind(c.Algorithm).Expiry(c.Window, p)
 		}
 		end = max(end, e)
 	}
 	return end
 }
 
-// gcraRefund is what a GCRA refund computes by division: the limit's
-// emission interval and the charge's increment.
-type gcraRefund struct{ t, inc int64 }
-
-func refundCharge(id *identity, rid allowance.ReceiptID, i int, c allowance.Charge, g gcraRefund, now int64) (allowance.Outcome, int64) {
-	k := id.find(c.Rule, c.Limit, uint8(c.Algorithm))
+// refundCharge gives back charge c, ref's, of identity id.
+func refundCharge(id *identity, ref algo.Ref, c allowance.Charge, l algo.Limit, now int64) (allowance.Outcome, int64) {
+	k := id.find(c.Rule, c.Limit, limitSlot(c.Algorithm))
 	if k < 0 {
 		return allowance.WindowEnded, 0
 	}
-	sl := &id.slots[k]
-	p := c.Limit.Period.Microseconds()
-	var ok bool
-	var units int64
-	switch c.Algorithm {
-	case allowance.FixedWindow:
-		var st algo.Fixed
-		st, ok, units = algo.Fixed{Start: sl.a, Count: sl.b}.Refund(p, c.Amount, c.Window, now)
-		sl.a, sl.b = st.Start, st.Count
-	case allowance.SlidingWindow:
-		var st algo.Sliding
-		st, ok, units = algo.Sliding{Start: sl.a, Cur: sl.b, Prev: sl.c}.Refund(p, c.Amount, c.Window, now)
-		sl.a, sl.b, sl.c = st.Start, st.Cur, st.Prev
-	case allowance.GCRA:
-		var st algo.GCRA
-		st, ok, units = algo.GCRA{TAT: sl.a}.Refund(g.t, g.inc, c.Window, now)
-		sl.a = st.TAT
-	case allowance.SlidingLog:
-		if sl.log != nil {
-			sl.log.Prune(p, now)
-			units, ok = sl.log.Remove(rid, i)
-		}
-	}
+	ok, units := algo.Kind(c.Algorithm).Refund(&id.slots[k].state, l, c.Amount, c.Window, now, ref)
 	if !ok {
 		return allowance.WindowEnded, 0
 	}
@@ -824,24 +746,25 @@ func refundCharge(id *identity, rid allowance.ReceiptID, i int, c allowance.Char
 }
 
 func guardExhausted(id *identity, rule string, g allowance.Limit, now int64) bool {
-	k := id.find(rule, g, guardAlg)
+	k := id.find(rule, g, guardSlot)
 	if k < 0 {
 		return false
 	}
-	sl := id.slots[k]
-	st := algo.Fixed{Start: sl.a, Count: sl.b}.Roll(g.Period.Microseconds(), now)
+	st := id.slots[k].state.Fixed().Roll(g.Period.Microseconds(), now)
 	return st.Count >= g.Count
 }
 
 func countGuard(id *identity, rule string, g allowance.Limit, now int64) {
-	k := id.find(rule, g, guardAlg)
+	k := id.find(rule, g, guardSlot)
 	if k < 0 {
-		k = id.add(rule, g, guardAlg)
+		k = id.add(rule, g, guardSlot)
 	}
 	sl := &id.slots[k]
 	p := g.Period.Microseconds()
-	st := algo.Fixed{Start: sl.a, Count: sl.b}.Roll(p, now)
-	sl.a, sl.b, sl.expires = st.Start, st.Count+1, st.Start+p
+	st := sl.state.Fixed().Roll(p, now)
+	st.Count++
+	sl.state.SetFixed(st)
+	sl.expires = st.Expiry(p)
 }
 
 // Peek reports identity's usage of every limit of rules without charging.
@@ -858,37 +781,15 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 	id := sh.ids.lookup(h, identityKey)
 	for _, r := range rules {
 		for _, l := range r.Limits {
-			var sl slot
-			if k := id.find(r.Name, l, uint8(r.Algorithm)); k >= 0 {
-				sl = id.slots[k]
+			var st algo.State
+			if k := id.find(r.Name, l, limitSlot(r.Algorithm)); k >= 0 {
+				st = id.slots[k].state
 			}
-			u := peek(&sl, r.Algorithm, l, now)
+			u := algo.Kind(r.Algorithm).Peek(&st, limitOf(r.Algorithm, l), now)
 			out = append(out, allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: u.Used, Remaining: u.Remaining, ResetAfter: micros(u.ResetAfter)})
 		}
 	}
 	return out, nil
-}
-
-// peek returns a limit's usage of sl at now, changing nothing: what Peek
-// reports, and what a denied check reports of every limit.
-func peek(sl *slot, alg allowance.Algorithm, l allowance.Limit, now int64) algo.Usage {
-	n, p := l.Count, l.Period.Microseconds()
-	switch alg {
-	case allowance.FixedWindow:
-		return algo.Fixed{Start: sl.a, Count: sl.b}.Peek(n, p, now)
-	case allowance.SlidingWindow:
-		return algo.Sliding{Start: sl.a, Cur: sl.b, Prev: sl.c}.Peek(n, p, now)
-	case allowance.GCRA:
-		return algo.GCRA{TAT: sl.a}.Peek(n, allowance.EmissionInterval(l), now)
-	case allowance.SlidingLog:
-		var lg algo.Log
-		if sl.log != nil {
-			lg = *sl.log
-		}
-		lg.Prune(p, now)
-		return lg.Peek(n, p, now)
-	}
-	panic(fmt.Sprintf("memstore: unknown algorithm %d", alg))
 }
 
 // Reset forgets identity's usage of every limit of rules and its refund guard
@@ -923,11 +824,11 @@ func inRules(sl slot, rules []allowance.Rule) bool {
 		if r.Name != sl.rule {
 			continue
 		}
-		if sl.alg == guardAlg {
+		if sl.kind.guard {
 			return true
 		}
 		for _, l := range r.Limits {
-			if l == sl.limit && sl.alg == uint8(r.Algorithm) {
+			if l == sl.limit && sl.kind == limitSlot(r.Algorithm) {
 				return true
 			}
 		}
