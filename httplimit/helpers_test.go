@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -225,3 +226,15 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// observe returns an Observer that records to reg, as taskd's does.
+func observe(t testing.TB, reg *prometheus.Registry) Observer {
+	t.Helper()
+	obs, err := promlimit.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs
+}
+
+var _ Observer = (*promlimit.Observer)(nil)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/allowancehq/allowance"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Rule is an allowance.Rule (name, limits, algorithm, cost, refund guard)
@@ -86,12 +85,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Logger receives the middleware's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Registerer, when not nil, gets the middleware's Prometheus metrics:
-	// allowance_http_checks_total{rule,outcome},
-	// allowance_http_refunds_total{rule,outcome} and
-	// allowance_http_store_duration_seconds{op}. Several Middlewares may
-	// share one registry; they then count into the same series.
-	Registerer prometheus.Registerer
+	// Observer, when not nil, receives the middleware's measurements;
+	// promlimit.New records them as Prometheus metrics.
+	Observer Observer
 	// Timeout bounds each store call (a check, a refund, a peek). Zero means
 	// DefaultTimeout; negative means only the request's context bounds it.
 	Timeout time.Duration
@@ -199,11 +195,7 @@ func New(cfg Config) (*Middleware, error) {
 		}
 		m.matchers[k].mask |= 1 << i
 	}
-	met, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("httplimit: %w", err)
-	}
-	m.met = met
+	m.met = newMetrics(cfg.Observer)
 	for chunk := range slices.Chunk(m.rules, allowance.MaxRules) {
 		rs := make([]allowance.Rule, len(chunk))
 		for i, r := range chunk {
@@ -283,9 +275,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 	// The store fills the Decision in place, in the state, uncopied.
 	err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
-	if m.met.timed {
-		m.met.checkLatency.Observe(time.Since(start).Seconds())
-	}
+	m.met.storeCall("check", start)
 	if err != nil {
 		m.storeFailed(w, r, next, st, id, err)
 		return
@@ -343,9 +333,7 @@ func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usa
 	for _, lim := range m.peekers {
 		start := time.Now()
 		u, err := lim.Peek(m.storeCtx(ctx, nil), identity)
-		if m.met.timed {
-			m.met.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
-		}
+		m.met.storeCall("peek", start)
 		if err != nil {
 			return nil, fmt.Errorf("httplimit: peek %q: %w", identity, err)
 		}

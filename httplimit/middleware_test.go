@@ -259,7 +259,7 @@ func TestFailurePolicy(t *testing.T) {
 		st := &failing{Store: newMemstore(t, newClock()), err: errDown}
 		r := rule(t, "r", "/", "5/minute")
 		r.FailOpen = open
-		m := mustNew(t, Config{Store: st, Rules: []Rule{r}, Logger: l.logger(), Registerer: reg})
+		m := mustNew(t, Config{Store: st, Rules: []Rule{r}, Logger: l.logger(), Observer: observe(t, reg)})
 		var applied []Charge
 		h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { applied = Applied(r.Context()) }))
 		st.set(true, false)
@@ -397,7 +397,7 @@ func TestResponseController(t *testing.T) {
 
 func TestMetricsChecks(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := mustNew(t, Config{Store: newMemstore(t, newClock()), Registerer: reg, Rules: []Rule{
+	m := mustNew(t, Config{Store: newMemstore(t, newClock()), Observer: observe(t, reg), Rules: []Rule{
 		rule(t, "a", "/", "2/minute"), rule(t, "b", "POST /", "100/minute"),
 	}})
 	h := m.Handler(status(200))
@@ -423,7 +423,7 @@ func TestMetricsChecks(t *testing.T) {
 		t.Error("store latency histogram did not see 3 checks")
 	}
 	// A second middleware on the same registry shares the series.
-	if _, err := New(Config{Store: newMemstore(t, newClock()), Registerer: reg, Rules: []Rule{rule(t, "a", "/", "2/minute")}}); err != nil {
+	if _, err := New(Config{Store: newMemstore(t, newClock()), Observer: observe(t, reg), Rules: []Rule{rule(t, "a", "/", "2/minute")}}); err != nil {
 		t.Fatalf("second middleware on one registry: %v", err)
 	}
 }

@@ -68,7 +68,7 @@ func TestFailurePolicyRedis(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		r := rule(t, "r", "/", "5/day")
 		r.FailOpen = open
-		m := mustNew(t, Config{Store: s, Rules: []Rule{r}, Logger: l.logger(), Registerer: reg, Timeout: 2 * time.Second})
+		m := mustNew(t, Config{Store: s, Rules: []Rule{r}, Logger: l.logger(), Observer: observe(t, reg), Timeout: 2 * time.Second})
 		var served int
 		h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served++ }))
 		if w := do(h, "GET", "/", "alice"); w.Code != 200 || w.Header().Get("X-RateLimit-Remaining") != "4" {

@@ -181,7 +181,7 @@ func (m *Middleware) report(ctx context.Context, r *allowance.Receipt, reason st
 			slog.String("receipt", r.ID.String()),
 		}
 		if err != nil {
-			m.met.refunds.WithLabelValues(c.Rule, refundFailed).Inc()
+			m.met.obs.Refund(c.Rule, refundFailed)
 			m.log.LogAttrs(ctx, slog.LevelError, "rate limit refund failed", append(attrs, slog.String("error", err.Error()))...)
 			continue
 		}
@@ -191,7 +191,7 @@ func (m *Middleware) report(ctx context.Context, r *allowance.Receipt, reason st
 			o, restored = res.Charges[i].Outcome, res.Charges[i].Restored
 		}
 		label := refundLabel(o)
-		m.met.refunds.WithLabelValues(c.Rule, label).Inc()
+		m.met.obs.Refund(c.Rule, label)
 		attrs = append(attrs, slog.String("outcome", label), slog.Int64("restored", restored))
 		if o == allowance.Declined {
 			m.log.LogAttrs(ctx, slog.LevelWarn, "rate limit refund declined: the rule's refund guard is exhausted", attrs...)

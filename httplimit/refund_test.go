@@ -41,7 +41,7 @@ type env struct {
 
 func newEnv(t *testing.T, f factory, rules ...Rule) *env {
 	e := &env{backend: f(t), logs: &logs{}, reg: prometheus.NewRegistry()}
-	e.m = mustNew(t, Config{Store: e.store, Rules: rules, Logger: e.logs.logger(), Registerer: e.reg, Timeout: 5 * time.Second})
+	e.m = mustNew(t, Config{Store: e.store, Rules: rules, Logger: e.logs.logger(), Observer: observe(t, e.reg), Timeout: 5 * time.Second})
 	return e
 }
 
@@ -455,7 +455,7 @@ func TestRefundRewritesHeaders(t *testing.T) {
 func TestRefundWindowEnded(t *testing.T) {
 	c := newClock()
 	reg := prometheus.NewRegistry()
-	m := mustNew(t, Config{Store: newMemstore(t, c), Registerer: reg, Rules: []Rule{rule(t, "r", "/", "5/minute")}, Logger: (&logs{}).logger()})
+	m := mustNew(t, Config{Store: newMemstore(t, c), Observer: observe(t, reg), Rules: []Rule{rule(t, "r", "/", "5/minute")}, Logger: (&logs{}).logger()})
 	var out allowance.RefundResult
 	do(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.Advance(time.Minute)

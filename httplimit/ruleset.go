@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/allowancehq/allowance"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ruleSet is everything a request that matches exactly these rules needs,
@@ -25,7 +24,7 @@ type ruleSet struct {
 	limit  [][]string // X-RateLimit-Limit values, each of length and capacity 1
 	policy []string   // the RateLimit-Policy value, length and capacity 1
 
-	checks [][len(checkOutcomes)]prometheus.Counter // per rule
+	checks [][len(checkOutcomes)]func() // per rule
 }
 
 // statuses is a set of HTTP statuses 0 to 1023.
@@ -39,7 +38,7 @@ func (s *statuses) has(code int) bool {
 
 func (rs *ruleSet) count(outcome int) {
 	for _, c := range rs.checks {
-		c[outcome].Inc()
+		c[outcome]()
 	}
 }
 
@@ -80,9 +79,9 @@ func (m *Middleware) newRuleSet(mask uint64) (*ruleSet, error) {
 		for _, s := range r.RefundOn {
 			rs.refundOn.add(s)
 		}
-		var c [len(checkOutcomes)]prometheus.Counter
+		var c [len(checkOutcomes)]func()
 		for k, o := range checkOutcomes {
-			c[k] = m.met.checks.WithLabelValues(r.Name, o)
+			c[k] = m.met.obs.Checks(r.Name, o)
 		}
 		rs.checks = append(rs.checks, c)
 	}

@@ -166,7 +166,7 @@ func (s *settler) run() {
 			s.m.settled(e, res)
 			continue
 		}
-		s.m.met.retries.Inc()
+		s.m.met.obs.SettleRetry()
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
@@ -272,9 +272,7 @@ func (m *Middleware) attempt(e *settlement) (allowance.RefundResult, error) {
 	start := time.Now()
 	var res allowance.RefundResult
 	err := m.store.Refund(m.storeCtx(context.Background(), nil), &e.r, guards, &res)
-	if m.met.timed {
-		m.met.latency.WithLabelValues("refund").Observe(time.Since(start).Seconds())
-	}
+	m.met.storeCall("refund", start)
 	return res, err
 }
 
@@ -294,7 +292,7 @@ func (m *Middleware) abandon(e *settlement, why string) {
 		m.met.voidDone(&e.r, settleAbandoned)
 	} else {
 		for i := range e.r.Len() {
-			m.met.refunds.WithLabelValues(e.r.Charge(i).Rule, settleAbandoned).Inc()
+			m.met.obs.Refund(e.r.Charge(i).Rule, settleAbandoned)
 		}
 	}
 	m.log.LogAttrs(context.Background(), slog.LevelError, "rate limit "+kindNames[e.kind]+" abandoned: the charge may stay",
@@ -306,7 +304,7 @@ func (m *Middleware) abandon(e *settlement, why string) {
 		slog.String("receipt", e.r.ID.String()))
 }
 
-// Void outcomes, the "outcome" label of allowance_http_uncertain_settled_total.
+// Void outcomes, given to Observer.Settled.
 const (
 	settleVoided    = "voided"    // never landed, and now never can
 	settleRefunded  = "refunded"  // landed, and was given back

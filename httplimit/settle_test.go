@@ -23,7 +23,7 @@ func newSettleEnv(t *testing.T, failOpen bool, cfg SettleConfig) *settleEnv {
 	e := &settleEnv{f: &failing{Store: newMemstore(t, newClock()), err: errDown, uncertain: true}, reg: prometheus.NewRegistry(), logs: &logs{}}
 	r := rule(t, "submit", "/", "5/day")
 	r.FailOpen = failOpen
-	e.m = mustNew(t, Config{Store: e.f, Rules: []Rule{r}, Logger: e.logs.logger(), Registerer: e.reg, Timeout: time.Second, Settle: cfg})
+	e.m = mustNew(t, Config{Store: e.f, Rules: []Rule{r}, Logger: e.logs.logger(), Observer: observe(t, e.reg), Timeout: time.Second, Settle: cfg})
 	return e
 }
 

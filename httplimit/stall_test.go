@@ -54,7 +54,7 @@ func TestStallRedis(t *testing.T) {
 				reg := prometheus.NewRegistry()
 				r := rule(t, "submit", "/", "100/day")
 				r.Algorithm, r.FailOpen = alg, c.failOpen
-				m := mustNew(t, Config{Store: s, Rules: []Rule{r}, Logger: l.logger(), Registerer: reg, Timeout: 150 * time.Millisecond})
+				m := mustNew(t, Config{Store: s, Rules: []Rule{r}, Logger: l.logger(), Observer: observe(t, reg), Timeout: 150 * time.Millisecond})
 				h := m.Handler(c.handler)
 				if w := do(m.Handler(status(http.StatusAccepted)), "POST", "/", "alice"); w.Code != http.StatusAccepted {
 					t.Fatalf("before the stall: status %d", w.Code)

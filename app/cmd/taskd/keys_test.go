@@ -14,10 +14,10 @@ import (
 	"github.com/allowancehq/allowance/app/internal/api"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
-	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/sqlitestore"
 	"github.com/allowancehq/allowance/app/tasks/storetest"
+	"github.com/allowancehq/allowance/memstore"
 )
 
 // keyCLI runs a taskd keys command and fails the test unless it exits

@@ -12,15 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
 	"github.com/allowancehq/allowance/app/internal/pgtest"
+	"github.com/allowancehq/allowance/app/tasks"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
 	"github.com/allowancehq/allowance/storetest"
-	"github.com/allowancehq/allowance/app/tasks"
 )
 
 // refundRules is a configuration whose create-task rule refunds worker
@@ -51,11 +52,15 @@ func middleware(t *testing.T, limits allowance.Store, rules []config.Rule) *http
 	for i, r := range rules {
 		hr[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen}
 	}
+	obs, err := promlimit.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	mw, err := httplimit.New(httplimit.Config{
-		Store:      limits,
-		Rules:      hr,
-		Key:        httplimit.FromContext(auth.UserFrom),
-		Registerer: prometheus.NewRegistry(),
+		Store:    limits,
+		Rules:    hr,
+		Key:      httplimit.FromContext(auth.UserFrom),
+		Observer: obs,
 	})
 	if err != nil {
 		t.Fatal(err)

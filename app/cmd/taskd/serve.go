@@ -16,14 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/api"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
-	"github.com/allowancehq/allowance/memstore"
-	"github.com/allowancehq/allowance/redisstore"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/taskdb"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/httplimit/promlimit"
+	"github.com/allowancehq/allowance/memstore"
+	"github.com/allowancehq/allowance/redisstore"
 )
 
 // DefaultWorkers is the size of the worker pool when -workers is not given.
@@ -150,13 +151,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			conflict = append(conflict, r.Name)
 		}
 	}
+	obs, err := promlimit.New(registry)
+	if err != nil {
+		return err
+	}
 	mw, err := httplimit.New(httplimit.Config{
-		Store:      limits,
-		Rules:      rules,
-		Key:        httplimit.FromContext(auth.UserFrom),
-		Logger:     log,
-		Registerer: registry,
-		Timeout:    cfg.Server.CheckTimeout,
+		Store:    limits,
+		Rules:    rules,
+		Key:      httplimit.FromContext(auth.UserFrom),
+		Logger:   log,
+		Observer: obs,
+		Timeout:  cfg.Server.CheckTimeout,
 	})
 	if err != nil {
 		return usageError{fmt.Errorf("rate limit rules: %w", err)}

@@ -44,9 +44,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/tasks"
+	"github.com/allowancehq/allowance/httplimit"
 )
 
 // DefaultMaxBodyBytes bounds a request body when Options.MaxBodyBytes is 0.

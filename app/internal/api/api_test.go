@@ -23,12 +23,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
-	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/sqlitestore"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/httplimit/promlimit"
+	"github.com/allowancehq/allowance/memstore"
 )
 
 // env is an API server on a real SQLite task store and an in-memory limits
@@ -78,7 +79,7 @@ func newEnv(t *testing.T, rules []config.Rule, maxBody int64, opts ...func(o *Op
 		}
 	}
 	reg := prometheus.NewRegistry()
-	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Observer: observer(t, reg), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -826,4 +827,14 @@ func TestSeparateMetrics(t *testing.T) {
 			t.Errorf("GET %s on the metrics address: %d, want 404", path, code)
 		}
 	}
+}
+
+// observer returns the Prometheus Observer of the middleware, as taskd's.
+func observer(t testing.TB, reg *prometheus.Registry) httplimit.Observer {
+	t.Helper()
+	obs, err := promlimit.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs
 }

@@ -13,15 +13,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
 	"github.com/allowancehq/allowance/app/internal/pgtest"
+	"github.com/allowancehq/allowance/app/tasks"
+	"github.com/allowancehq/allowance/app/tasks/taskdb"
+	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
-	"github.com/allowancehq/allowance/app/tasks"
-	"github.com/allowancehq/allowance/app/tasks/taskdb"
 )
 
 // benchRules are the default rules' shape with limits no benchmark reaches,
@@ -166,7 +166,7 @@ func benchServer(b *testing.B, db, lim string) (http.Handler, tasks.Store) {
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.DiscardHandler)
-	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: rules, Key: httplimit.FromContext(auth.UserFrom), Registerer: reg, Logger: log})
+	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: rules, Key: httplimit.FromContext(auth.UserFrom), Observer: observer(b, reg), Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}

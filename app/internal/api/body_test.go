@@ -21,12 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
-	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/sqlitestore"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/memstore"
 )
 
 // submitTyped sends POST /v1/tasks with body and Content-Type ct (none when
@@ -330,7 +330,7 @@ func TestConflictRefundQueued(t *testing.T) {
 		hrules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match}
 	}
 	reg := prometheus.NewRegistry()
-	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Observer: observer(t, reg), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

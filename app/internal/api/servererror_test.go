@@ -17,12 +17,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/internal/auth"
 	"github.com/allowancehq/allowance/app/internal/config"
-	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/sqlitestore"
+	"github.com/allowancehq/allowance/httplimit"
+	"github.com/allowancehq/allowance/memstore"
 )
 
 // limitedEnv is an API server over store with the rules of a taskd
@@ -55,7 +55,7 @@ func newLimitedEnv(t testing.TB, store tasks.Store, rules []config.Rule) *limite
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.DiscardHandler)
-	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Registerer: reg, Logger: log})
+	mw, err := httplimit.New(httplimit.Config{Store: limits, Rules: hrules, Key: httplimit.FromContext(auth.UserFrom), Observer: observer(t, reg), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

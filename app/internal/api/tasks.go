@@ -14,8 +14,8 @@ import (
 	"strings"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/app/tasks"
+	"github.com/allowancehq/allowance/httplimit"
 )
 
 // submitRequest is the body of POST /v1/tasks.
