@@ -108,8 +108,9 @@ type Middleware struct {
 	met      *metrics
 	timeout  time.Duration
 	matchers []matcher
-	guards   map[string]allowance.Guard
-	peekers  []*allowance.Limiter
+	index    map[string]int     // rule name to its bit in a mask
+	peeks    []uint64           // the rule sets Peek reads, in configuration order
+	free     *allowance.Limiter // refunds without refund guards
 
 	cache    *matchCache
 	deadline deadlines
@@ -144,7 +145,7 @@ func New(cfg Config) (*Middleware, error) {
 		anon:    cfg.Anonymous,
 		log:     cfg.Logger,
 		timeout: cfg.Timeout,
-		guards:  make(map[string]allowance.Guard),
+		index:   make(map[string]int),
 		cache:   &matchCache{seed: maphash.MakeSeed()},
 	}
 	if m.key == nil {
@@ -176,9 +177,7 @@ func New(cfg Config) (*Middleware, error) {
 		r.Limits = slices.Clone(r.Limits)
 		r.RefundOn = slices.Clone(r.RefundOn)
 		m.rules = append(m.rules, r)
-		if r.RefundGuard != (allowance.Limit{}) {
-			m.guards[r.Name] = allowance.Guard{Rule: r.Name, Limit: r.RefundGuard}
-		}
+		m.index[r.Name] = i
 		pat := strings.TrimSpace(r.Match)
 		if pat == "" {
 			return nil, fmt.Errorf("httplimit: config: rule %q: match is empty; expected a ServeMux pattern such as \"POST /v1/tasks\" or \"/\"", r.Name)
@@ -196,19 +195,34 @@ func New(cfg Config) (*Middleware, error) {
 		m.matchers[k].mask |= 1 << i
 	}
 	m.met = newMetrics(cfg.Observer)
-	for chunk := range slices.Chunk(m.rules, allowance.MaxRules) {
-		rs := make([]allowance.Rule, len(chunk))
-		for i, r := range chunk {
-			rs[i] = r.Rule
-		}
-		lim, err := allowance.NewLimiter(m.store, rs...)
-		if err != nil {
-			return nil, fmt.Errorf("httplimit: config: %w", err)
-		}
-		m.peekers = append(m.peekers, lim)
-	}
+	// Every store call goes through the Limiter of a rule set, the one
+	// that checks those rules together, so the root package, not this one,
+	// says which refund guards apply. Peek reads the rule sets of every
+	// rule, MaxRules at a time; free refunds without guards (voids, and
+	// charges whose handler panicked), since its rules have none.
 	empty := map[uint64]*ruleSet{}
 	m.sets.Store(&empty)
+	var free []allowance.Rule
+	for i := 0; i < len(m.rules); i += allowance.MaxRules {
+		var mask uint64
+		for k := i; k < min(i+allowance.MaxRules, len(m.rules)); k++ {
+			mask |= 1 << k
+			if i == 0 {
+				r := m.rules[k].Rule
+				r.RefundGuard = allowance.Limit{}
+				free = append(free, r)
+			}
+		}
+		if _, err := m.set(mask); err != nil {
+			return nil, fmt.Errorf("httplimit: config: %w", err)
+		}
+		m.peeks = append(m.peeks, mask)
+	}
+	free0, err := allowance.NewLimiter(m.store, free...)
+	if err != nil {
+		return nil, fmt.Errorf("httplimit: config: %w", err)
+	}
+	m.free = free0
 	return m, nil
 }
 
@@ -330,9 +344,13 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 // charging, in configuration order: for an endpoint such as GET /v1/ratelimit.
 func (m *Middleware) Peek(ctx context.Context, identity string) ([]allowance.Usage, error) {
 	var out []allowance.Usage
-	for _, lim := range m.peekers {
+	for _, mask := range m.peeks {
+		set, err := m.set(mask)
+		if err != nil {
+			return nil, fmt.Errorf("httplimit: peek %q: %w", identity, err)
+		}
 		start := time.Now()
-		u, err := lim.Peek(m.storeCtx(ctx, nil), identity)
+		u, err := set.lim.Peek(m.storeCtx(ctx, nil), identity)
 		m.met.storeCall("peek", start)
 		if err != nil {
 			return nil, fmt.Errorf("httplimit: peek %q: %w", identity, err)

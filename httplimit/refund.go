@@ -163,7 +163,7 @@ func (m *Middleware) RefundReceipt(ctx context.Context, receipt *allowance.Recei
 	res, err := m.attempt(&settlement{r: *receipt, guarded: true})
 	m.report(ctx, receipt, reason, res, err)
 	if err != nil {
-		return res, fmt.Errorf("httplimit: refund %s: %w", receipt.ID, err)
+		return res, fmt.Errorf("httplimit: %w", err) // the Limiter names the receipt
 	}
 	return res, nil
 }

@@ -263,15 +263,15 @@ func (m *Middleware) Shutdown(ctx context.Context) error {
 	return m.settle.shutdown(ctx)
 }
 
-// attempt asks the store once for e, bounded by the store timeout.
+// attempt asks the store once for e, bounded by the store timeout, through
+// the Limiter of the receipt's rules when their refund guards apply.
 func (m *Middleware) attempt(e *settlement) (allowance.RefundResult, error) {
-	var guards []allowance.Guard
-	if e.guarded {
-		guards = m.guardsOf(&e.r)
+	lim, err := m.refunder(e)
+	if err != nil {
+		return allowance.RefundResult{}, err
 	}
 	start := time.Now()
-	var res allowance.RefundResult
-	err := m.store.Refund(m.storeCtx(context.Background(), nil), &e.r, guards, &res)
+	res, err := lim.Refund(m.storeCtx(context.Background(), nil), &e.r)
 	m.met.storeCall("refund", start)
 	return res, err
 }
@@ -341,13 +341,26 @@ func ruleNames(r *allowance.Receipt) []string {
 	return out
 }
 
-// guardsOf returns the refund guards of r's rules.
-func (m *Middleware) guardsOf(r *allowance.Receipt) []allowance.Guard {
-	var guards []allowance.Guard
-	for _, rule := range r.Rules() {
-		if g, ok := m.guards[rule.Name]; ok {
-			guards = append(guards, g)
+// refunder returns the Limiter that refunds e: with the refund guards of
+// the receipt's rules, that of the rule set that checks those rules (the
+// Limiter that charged it, when this process did), else one without guards.
+// A rule this middleware does not configure has no guard.
+func (m *Middleware) refunder(e *settlement) (*allowance.Limiter, error) {
+	if !e.guarded {
+		return m.free, nil
+	}
+	var mask uint64
+	for _, rule := range e.r.Rules() {
+		if i, ok := m.index[rule.Name]; ok {
+			mask |= 1 << i
 		}
 	}
-	return guards
+	if mask == 0 {
+		return m.free, nil
+	}
+	set, err := m.set(mask)
+	if err != nil {
+		return nil, err
+	}
+	return set.lim, nil
 }
