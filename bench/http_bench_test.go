@@ -13,6 +13,7 @@ import (
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/go-chi/httprate"
 	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
@@ -114,7 +115,7 @@ func BenchmarkHTTP(b *testing.B) {
 func BenchmarkHTTPRedis(b *testing.B) {
 	addr := redistest.Server(b)
 	b.Run("impl=allowance-redis", func(b *testing.B) {
-		s, err := redisstore.Open(b.Context(), "redis://"+addr+"/0", redisstore.WithPrefix("bench"+strconv.Itoa(b.N)+":"))
+		s, err := rueidisstore.Open(b.Context(), "redis://"+addr+"/0", redisstore.WithPrefix("bench"+strconv.Itoa(b.N)+":"))
 		if err != nil {
 			b.Fatal(err)
 		}

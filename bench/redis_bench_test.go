@@ -24,6 +24,8 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // redisGoroutines are the concurrency levels: one caller, and many callers
@@ -144,15 +146,15 @@ func BenchmarkRedis(b *testing.B) {
 	gr, rc := redisClients(b)
 	ctx := context.Background()
 
-	storeRueidis, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("ar:"))
+	storeRueidis, err := rueidisstore.New(rc, redisstore.WithPrefix("ar:"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	storeNoTrace, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("an:"), redisstore.WithTraceTTL(0))
+	storeNoTrace, err := rueidisstore.New(rc, redisstore.WithPrefix("an:"), redisstore.WithTraceTTL(0))
 	if err != nil {
 		b.Fatal(err)
 	}
-	storeGoRedis, err := redisstore.NewGoRedis(gr, redisstore.WithPrefix("ag:"))
+	storeGoRedis, err := goredisstore.New(gr, redisstore.WithPrefix("ag:"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -278,7 +280,7 @@ func BenchmarkRedisServerCost(b *testing.B) {
 	gr, rc := redisClients(b)
 	ctx := context.Background()
 	store := func(opts ...redisstore.Option) allowance.Store {
-		s, err := redisstore.NewRueidis(rc, opts...)
+		s, err := rueidisstore.New(rc, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -345,7 +347,7 @@ func BenchmarkRedisRefundServerCost(b *testing.B) {
 		keys := makeKeys(ks.n)
 		for _, limits := range []int{1, 3} {
 			name := "allowance-" + strconv.Itoa(limits) + "limit-refund"
-			s, err := redisstore.NewRueidis(rc, redisstore.WithPrefix("rf"+strconv.Itoa(limits)+ks.name+":"))
+			s, err := rueidisstore.New(rc, redisstore.WithPrefix("rf"+strconv.Itoa(limits)+ks.name+":"))
 			if err != nil {
 				b.Fatal(err)
 			}

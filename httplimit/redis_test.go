@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allowancehq/allowance/internal/redistest"
-	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // redisBackend starts a redis-server of its own for each test (redistest
@@ -16,7 +16,7 @@ import (
 // down kills that server, so store calls fail as they do in production.
 func redisBackend(t *testing.T) backend {
 	in := redistest.Start(t)
-	s, err := redisstore.Open(t.Context(), "redis://"+in.Addr()+"/0?dial_timeout=500ms")
+	s, err := rueidisstore.Open(t.Context(), "redis://"+in.Addr()+"/0?dial_timeout=500ms")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestHeadersRedis(t *testing.T) {
 func TestFailurePolicyRedis(t *testing.T) {
 	for _, open := range []bool{true, false} {
 		in := redistest.Start(t)
-		s, err := redisstore.Open(t.Context(), "redis://"+in.Addr()+"/0?dial_timeout=500ms")
+		s, err := rueidisstore.Open(t.Context(), "redis://"+in.Addr()+"/0?dial_timeout=500ms")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
-	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // TestStallRedis stalls a real redis-server (SIGSTOP) while requests come
@@ -45,7 +45,7 @@ func TestStallRedis(t *testing.T) {
 			t.Run(c.name+"/"+alg.String(), func(t *testing.T) {
 				t.Parallel()
 				in := redistest.Start(t)
-				s, err := redisstore.Open(t.Context(), "redis://"+in.Addr()+"/0")
+				s, err := rueidisstore.Open(t.Context(), "redis://"+in.Addr()+"/0")
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -10,6 +10,7 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // After a refunded response, every rate-limit header says what the store
@@ -22,7 +23,7 @@ func TestRefundedHeadersAreTheStoresState(t *testing.T) {
 		"memstore": func(t *testing.T, c *clock) allowance.Store { return newMemstore(t, c) },
 		"redis": func(t *testing.T, c *clock) allowance.Store {
 			in := redistest.Start(t)
-			s, err := redisstore.Open(t.Context(), "redis://"+in.Addr()+"/0", redisstore.WithClock(c.Now))
+			s, err := rueidisstore.Open(t.Context(), "redis://"+in.Addr()+"/0", redisstore.WithClock(c.Now))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,10 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"errors"
-	"net"
-
-	"github.com/redis/go-redis/v9"
-	"github.com/redis/rueidis"
 )
 
 var (
@@ -21,8 +17,11 @@ var (
 	peekLua string
 )
 
-// scriptID names one of the store's scripts.
-type scriptID int
+// Script names one of the store's Lua scripts: an index into Scripts.
+type Script int
+
+// scriptID is the store's name for a Script.
+type scriptID = Script
 
 const (
 	scriptCharge scriptID = iota
@@ -41,140 +40,79 @@ func scriptSources() [numScripts]string {
 	}
 }
 
-// client is what the store needs from a Redis client. Each adapter runs the
-// scripts by SHA (EVALSHA), falling back to EVAL when the server's script
-// cache does not have them.
+// Scripts returns the source of every script the store runs, indexed by
+// Script, for a Client to load (or hash, for EVALSHA) once.
+func Scripts() []string {
+	src := scriptSources()
+	return src[:]
+}
+
+// Client is what the store needs from a Redis client. The store does not
+// import one: package rueidisstore adapts github.com/redis/rueidis and
+// package goredisstore github.com/redis/go-redis, so a program builds only
+// the client it uses. A Client runs the scripts by SHA (EVALSHA), falling
+// back to EVAL when the server's script cache does not have them. It must
+// be safe for concurrent use.
+type Client interface {
+	// Eval runs script s and returns its array of integers.
+	Eval(ctx context.Context, s Script, keys, args []string) ([]int64, error)
+	// EvalText runs script s and returns its string.
+	EvalText(ctx context.Context, s Script, keys, args []string) (string, error)
+	// Del deletes keys of one hash slot.
+	Del(ctx context.Context, keys []string) error
+	// SetNXGet sets key to value unless it is set (SET NX GET) and
+	// returns the value it holds after.
+	SetNXGet(ctx context.Context, key, value string) (string, error)
+	// Ping checks that the server answers.
+	Ping(ctx context.Context) error
+	// Close is called by Store.Close: it closes the client if the Client
+	// made it, and otherwise does nothing.
+	Close()
+	// MayHaveApplied reports whether a failed command may still have been
+	// executed by the server (the request may have left): false when the
+	// server answered with an error or the command was never sent.
+	MayHaveApplied(err error) bool
+}
+
+// New returns a Store over c. Without WithReceiptKeys, the receipt key
+// shared through Redis is read (or created) by Ping or else by the first
+// Charge or Refund. Most programs call rueidisstore.Open or
+// goredisstore.New instead.
+func New(c Client, opts ...Option) (*Store, error) {
+	if c == nil {
+		return nil, errors.New("redisstore: client is nil")
+	}
+	return newStore(adapted{c}, opts)
+}
+
+// client is the store's view of a Client.
 type client interface {
-	// eval runs a script and returns its array of integers.
 	eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error)
-	// evalText runs a script and returns its string.
 	evalText(ctx context.Context, s scriptID, keys, args []string) (string, error)
-	// del deletes keys of one hash slot.
 	del(ctx context.Context, keys []string) error
-	// setNXGet sets key to value unless it is set (SET NX GET) and returns
-	// the value it holds after.
 	setNXGet(ctx context.Context, key, value string) (string, error)
 	ping(ctx context.Context) error
 	close()
-	// mayHaveApplied reports whether a failed command may still have been
-	// executed by the server (the request may have left).
 	mayHaveApplied(err error) bool
 }
 
-// dialError reports whether err is a failure to connect: no command left.
-func dialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+// adapted is a Client as the store's client.
+type adapted struct{ c Client }
+
+func (a adapted) eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error) {
+	return a.c.Eval(ctx, s, keys, args)
 }
 
-type rueidisClient struct {
-	c       rueidis.Client
-	scripts [numScripts]*rueidis.Lua
-	owned   bool
+func (a adapted) evalText(ctx context.Context, s scriptID, keys, args []string) (string, error) {
+	return a.c.EvalText(ctx, s, keys, args)
 }
 
-func newRueidisClient(c rueidis.Client, owned bool) *rueidisClient {
-	rc := &rueidisClient{c: c, owned: owned}
-	for i, src := range scriptSources() {
-		rc.scripts[i] = rueidis.NewLuaScript(src)
-	}
-	return rc
+func (a adapted) del(ctx context.Context, keys []string) error { return a.c.Del(ctx, keys) }
+
+func (a adapted) setNXGet(ctx context.Context, key, value string) (string, error) {
+	return a.c.SetNXGet(ctx, key, value)
 }
 
-func (r *rueidisClient) eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error) {
-	return r.scripts[s].Exec(ctx, r.c, keys, args).AsIntSlice()
-}
-
-func (r *rueidisClient) evalText(ctx context.Context, s scriptID, keys, args []string) (string, error) {
-	return r.scripts[s].Exec(ctx, r.c, keys, args).ToString()
-}
-
-func (r *rueidisClient) del(ctx context.Context, keys []string) error {
-	return r.c.Do(ctx, r.c.B().Del().Key(keys...).Build()).Error()
-}
-
-func (r *rueidisClient) setNXGet(ctx context.Context, key, value string) (string, error) {
-	old, err := r.c.Do(ctx, r.c.B().Set().Key(key).Value(value).Nx().Get().Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return value, nil
-	}
-	return old, err
-}
-
-func (r *rueidisClient) ping(ctx context.Context) error {
-	return r.c.Do(ctx, r.c.B().Ping().Build()).Error()
-}
-
-func (r *rueidisClient) close() {
-	if r.owned {
-		r.c.Close()
-	}
-}
-
-func (r *rueidisClient) mayHaveApplied(err error) bool {
-	if _, ok := rueidis.IsRedisErr(err); ok {
-		return false // the server answered with an error
-	}
-	if errors.Is(err, rueidis.ErrClosing) || dialError(err) {
-		return false
-	}
-	return true
-}
-
-type goRedisClient struct {
-	c       redis.UniversalClient
-	scripts [numScripts]*redis.Script
-}
-
-func newGoRedisClient(c redis.UniversalClient) *goRedisClient {
-	gc := &goRedisClient{c: c}
-	for i, src := range scriptSources() {
-		gc.scripts[i] = redis.NewScript(src)
-	}
-	return gc
-}
-
-func (g *goRedisClient) eval(ctx context.Context, s scriptID, keys, args []string) ([]int64, error) {
-	a := make([]any, len(args))
-	for i, v := range args {
-		a[i] = v
-	}
-	return g.scripts[s].Run(ctx, g.c, keys, a...).Int64Slice()
-}
-
-func (g *goRedisClient) evalText(ctx context.Context, s scriptID, keys, args []string) (string, error) {
-	a := make([]any, len(args))
-	for i, v := range args {
-		a[i] = v
-	}
-	return g.scripts[s].Run(ctx, g.c, keys, a...).Text()
-}
-
-func (g *goRedisClient) del(ctx context.Context, keys []string) error {
-	return g.c.Del(ctx, keys...).Err()
-}
-
-func (g *goRedisClient) setNXGet(ctx context.Context, key, value string) (string, error) {
-	old, err := g.c.SetArgs(ctx, key, value, redis.SetArgs{Mode: "NX", Get: true}).Result()
-	if errors.Is(err, redis.Nil) {
-		return value, nil
-	}
-	return old, err
-}
-
-func (g *goRedisClient) ping(ctx context.Context) error {
-	return g.c.Ping(ctx).Err()
-}
-
-func (g *goRedisClient) close() {}
-
-func (g *goRedisClient) mayHaveApplied(err error) bool {
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		return false // the server answered with an error
-	}
-	if errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) || dialError(err) {
-		return false
-	}
-	return true
-}
+func (a adapted) ping(ctx context.Context) error { return a.c.Ping(ctx) }
+func (a adapted) close()                         { a.c.Close() }
+func (a adapted) mayHaveApplied(err error) bool  { return a.c.MayHaveApplied(err) }

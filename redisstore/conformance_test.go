@@ -9,6 +9,8 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/allowancehq/allowance/storetest"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
@@ -48,7 +50,7 @@ func rueidisFactory(t *testing.T, addrs []string) storetest.Factory {
 		t.Fatalf("rueidis client for %v: %v", addrs, err)
 	}
 	t.Cleanup(c.Close)
-	f, _ := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+	f, _ := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return rueidisstore.New(c, opts...) })
 	return f
 }
 
@@ -59,13 +61,13 @@ func runRueidis(t *testing.T, addrs []string) {
 		t.Fatalf("rueidis client for %v: %v", addrs, err)
 	}
 	t.Cleanup(c.Close)
-	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return rueidisstore.New(c, opts...) })
 }
 
 // runGoRedis runs the suite with stores over one go-redis client.
 func runGoRedis(t *testing.T, c redis.UniversalClient) {
 	t.Cleanup(func() { c.Close() })
-	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewGoRedis(c, opts...) })
+	runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return goredisstore.New(c, opts...) })
 }
 
 func runClient(t *testing.T, newStore func(opts ...redisstore.Option) (*redisstore.Store, error)) {
@@ -92,7 +94,7 @@ func TestConformanceCluster(t *testing.T) {
 func TestOpen(t *testing.T) {
 	addr := redistest.Server(t)
 	ctx := context.Background()
-	s, err := redisstore.Open(ctx, "redis://"+addr+"/0")
+	s, err := rueidisstore.Open(ctx, "redis://"+addr+"/0")
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -100,10 +102,10 @@ func TestOpen(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	if _, err := redisstore.Open(ctx, "http://"+addr); err == nil {
+	if _, err := rueidisstore.Open(ctx, "http://"+addr); err == nil {
 		t.Fatal("Open accepted an http:// url")
 	}
-	if _, err := redisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix("a{b")); err == nil {
+	if _, err := rueidisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix("a{b")); err == nil {
 		t.Fatal("Open accepted a prefix with '{'")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/allowancehq/allowance/storetest"
 	"github.com/redis/rueidis"
 	"pgregory.net/rapid"
@@ -26,7 +27,7 @@ func TestMatchesMemstore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	_, factory := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+	_, factory := keyed(func(opts ...redisstore.Option) (*redisstore.Store, error) { return rueidisstore.New(c, opts...) })
 	ctx := context.Background()
 	// Both stores sign with one key, so that each refunds the other's
 	// receipts as its own.

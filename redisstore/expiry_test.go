@@ -1,4 +1,4 @@
-package redisstore
+package redisstore_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
+	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -20,7 +22,7 @@ func TestKeysOutliveTheirState(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { c.Close() })
-	s, err := NewGoRedis(c, WithPrefix("exp:"))
+	s, err := goredisstore.New(c, redisstore.WithPrefix("exp:"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,13 +39,13 @@ func TestKeysOutliveTheirState(t *testing.T) {
 	}
 }
 
-func testKeysOutliveTheirState(ctx context.Context, t *testing.T, c *redis.Client, s *Store, alg allowance.Algorithm, limits allowance.Limits) {
-	rule := allowance.Rule{Name: fmt.Sprintf("r-%s-%d", algCode(alg), len(limits)), Limits: limits, Algorithm: alg}
+func testKeysOutliveTheirState(ctx context.Context, t *testing.T, c *redis.Client, s *redisstore.Store, alg allowance.Algorithm, limits allowance.Limits) {
+	rule := allowance.Rule{Name: fmt.Sprintf("r-%s-%d", redisstore.AlgCode(alg), len(limits)), Limits: limits, Algorithm: alg}
 	l, err := allowance.NewLimiter(s, rule)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := ruleKey(s.identityBase("alice"), rule.Name, alg, limits)
+	key := redisstore.RuleKey(s, "alice", rule.Name, alg, limits)
 	check := func(step int) {
 		t.Helper()
 		if err := keyOutlivesState(ctx, c, l, key, "alice"); err != nil {
@@ -82,7 +84,7 @@ func TestRefundAfterRollKeepsKeyAlive(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { c.Close() })
-	s, err := NewGoRedis(c, WithPrefix("roll:"))
+	s, err := goredisstore.New(c, redisstore.WithPrefix("roll:"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +119,7 @@ func TestRefundAfterRollKeepsKeyAlive(t *testing.T) {
 				if d, err = l.Check(ctx, id); err != nil || !d.Allowed {
 					t.Fatalf("second check: allowed=%v err=%v", d.Allowed, err)
 				}
-				if err := keyOutlivesState(ctx, c, l, ruleKey(s.identityBase(id), rule.Name, rule.Algorithm, limits), id); err != nil {
+				if err := keyOutlivesState(ctx, c, l, redisstore.RuleKey(s, id, rule.Name, rule.Algorithm, limits), id); err != nil {
 					t.Error(err)
 				}
 				return

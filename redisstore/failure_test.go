@@ -14,6 +14,8 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -124,7 +126,7 @@ type clientKind struct {
 
 var clientKinds = []clientKind{
 	{"rueidis", func(t *testing.T, addr string, opts ...redisstore.Option) *redisstore.Store {
-		s, err := redisstore.Open(context.Background(), "redis://"+addr, opts...)
+		s, err := rueidisstore.Open(context.Background(), "redis://"+addr, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +138,7 @@ var clientKinds = []clientKind{
 		// charge script refuses a second charge of one id, so that is safe.
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { c.Close() })
-		s, err := redisstore.NewGoRedis(c, opts...)
+		s, err := goredisstore.New(c, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/rueidis"
 )
 
@@ -38,7 +39,7 @@ func testHostileIdentities(t *testing.T, addrs []string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s, err := redisstore.NewRueidis(c, redisstore.WithPrefix("h:"))
+	s, err := rueidisstore.New(c, redisstore.WithPrefix("h:"))
 	if err != nil {
 		t.Fatal(err)
 	}

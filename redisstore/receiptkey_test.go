@@ -8,6 +8,7 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -76,16 +77,16 @@ func TestReceiptKeyErrors(t *testing.T) {
 		if err := c.Set(ctx, prefix+"receipt-key", bad, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
-		_, err := redisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix(prefix))
+		_, err := rueidisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix(prefix))
 		if err == nil || !strings.Contains(err.Error(), "delete it to make a new one") {
 			t.Fatalf("Open with the receipt key %q in Redis: %v; want an error saying what to do", bad, err)
 		}
 	}
-	if _, err := redisstore.Open(ctx, "redis://"+addr, redisstore.WithReceiptKeys(nil)); err == nil || !strings.Contains(err.Error(), "receipt keys are nil") {
+	if _, err := rueidisstore.Open(ctx, "redis://"+addr, redisstore.WithReceiptKeys(nil)); err == nil || !strings.Contains(err.Error(), "receipt keys are nil") {
 		t.Fatalf("Open with nil receipt keys: %v; want an error", err)
 	}
 	// Configured keys need nothing in Redis.
-	s, err := redisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix(prefix), redisstore.WithReceiptKeys(allowance.RandomReceiptKeys()))
+	s, err := rueidisstore.Open(ctx, "redis://"+addr, redisstore.WithPrefix(prefix), redisstore.WithReceiptKeys(allowance.RandomReceiptKeys()))
 	if err != nil {
 		t.Fatalf("Open with keys, beside a bad key in Redis: %v", err)
 	}

@@ -18,11 +18,12 @@
 //
 // It needs Redis 7.0 or later (or Valkey).
 //
-// Clients: Open and OpenCluster make a rueidis client, whose automatic
+// Clients: this package imports none; a Client adapts one. Package
+// rueidisstore (Open, OpenCluster, New) adapts rueidis, whose automatic
 // pipelining of concurrent commands is what makes a shared Redis fast under
-// load. NewRueidis and NewGoRedis take a client the caller already has (a
-// go-redis UniversalClient may be a single node, a Sentinel failover client
-// or a Cluster client; rueidis takes Sentinel through ClientOption.Sentinel).
+// load; package goredisstore (New) adapts a go-redis UniversalClient (a
+// single node, a Sentinel failover client or a Cluster client). A program
+// builds only the client it imports.
 //
 // Receipts are signed (allowance.ReceiptKeys), and a refund of a receipt
 // that the store's keys do not verify changes nothing: its outcome is
@@ -54,8 +55,6 @@ import (
 	"time"
 
 	"github.com/allowancehq/allowance"
-	"github.com/redis/go-redis/v9"
-	"github.com/redis/rueidis"
 )
 
 // DefaultPrefix starts every key unless WithPrefix says otherwise.
@@ -187,75 +186,8 @@ func (s *Store) receiptKeys(ctx context.Context) (*allowance.ReceiptKeys, error)
 // lists, or receipts encoded before receipts were signed. Worth an alert.
 func (s *Store) Unverified() uint64 { return s.unverified.Load() }
 
-// Open connects to the Redis at url with a rueidis client and checks that it
-// answers. url is "redis://[user:password@]host:port[/db]" ("rediss://" for
-// TLS; rueidis also reads options such as "?dial_timeout=1s"). With
-// "?master_set=name" the address is a Sentinel's, and the store uses the
-// primary it names, following failovers. Without WithReceiptKeys, Open reads
-// (or creates) the receipt key shared through Redis (see Ping). Close closes
-// the client.
-func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o, err := rueidis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: open: url: %w", err)
-	}
-	return openRueidis(ctx, o, opts)
-}
-
-// OpenCluster connects to the Redis Cluster that addrs ("host:port") belong
-// to with a rueidis cluster client and checks that it answers. Close closes
-// the client.
-func OpenCluster(ctx context.Context, addrs []string, opts ...Option) (*Store, error) {
-	if len(addrs) == 0 {
-		return nil, errors.New("redisstore: open cluster: no addresses; expected at least one host:port")
-	}
-	return openRueidis(ctx, rueidis.ClientOption{InitAddress: addrs}, opts)
-}
-
-func openRueidis(ctx context.Context, o rueidis.ClientOption, opts []Option) (*Store, error) {
-	o.DisableCache = true // no client-side caching: every read is in a script
-	c, err := rueidis.NewClient(o)
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: connect to %s: %w", strings.Join(o.InitAddress, ","), err)
-	}
-	s, err := newStore(newRueidisClient(c, true), opts)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	if err := s.Ping(ctx); err != nil { // reads the receipt key too
-		c.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// NewRueidis returns a Store over a rueidis client the caller owns: Close
-// does not close it. Any rueidis client works: single node, Sentinel
-// (ClientOption.Sentinel) or Cluster. Without WithReceiptKeys, the receipt
-// key shared through Redis is read (or created) by Ping or else by the first
-// Charge or Refund.
-func NewRueidis(c rueidis.Client, opts ...Option) (*Store, error) {
-	if c == nil {
-		return nil, errors.New("redisstore: rueidis client is nil")
-	}
-	return newStore(newRueidisClient(c, false), opts)
-}
-
-// NewGoRedis returns a Store over a go-redis client the caller owns: Close
-// does not close it. c may be a *redis.Client, a Sentinel failover client
-// (redis.NewFailoverClient or a UniversalClient with MasterName) or a
-// *redis.ClusterClient. Without WithReceiptKeys, the receipt key shared
-// through Redis is read (or created) by Ping or else by the first Charge or
-// Refund.
-func NewGoRedis(c redis.UniversalClient, opts ...Option) (*Store, error) {
-	if c == nil {
-		return nil, errors.New("redisstore: go-redis client is nil")
-	}
-	return newStore(newGoRedisClient(c), opts)
-}
-
-// Close closes the client when the Store made it (Open, OpenCluster).
+// Close closes the client when the Store made it (rueidisstore.Open,
+// rueidisstore.OpenCluster).
 func (s *Store) Close() error {
 	s.c.close()
 	return nil

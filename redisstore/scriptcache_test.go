@@ -9,6 +9,8 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 )
@@ -32,10 +34,10 @@ func TestScriptCacheFlushed(t *testing.T) {
 		new  func() (*redisstore.Store, error)
 	}{
 		{"rueidis", func() (*redisstore.Store, error) {
-			return redisstore.NewRueidis(rc, redisstore.WithPrefix(freshPrefix()))
+			return rueidisstore.New(rc, redisstore.WithPrefix(freshPrefix()))
 		}},
 		{"go-redis", func() (*redisstore.Store, error) {
-			return redisstore.NewGoRedis(gc, redisstore.WithPrefix(freshPrefix()))
+			return goredisstore.New(gc, redisstore.WithPrefix(freshPrefix()))
 		}},
 	}
 	for _, tc := range stores {

@@ -9,6 +9,8 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/goredisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 )
@@ -27,7 +29,7 @@ func TestConformanceSentinel(t *testing.T) {
 			t.Fatalf("rueidis Sentinel client: %v", err)
 		}
 		t.Cleanup(c.Close)
-		runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return redisstore.NewRueidis(c, opts...) })
+		runClient(t, func(opts ...redisstore.Option) (*redisstore.Store, error) { return rueidisstore.New(c, opts...) })
 	})
 	t.Run("go-redis", func(t *testing.T) {
 		runGoRedis(t, redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.MasterSet, SentinelAddrs: []string{g.Sentinel.Addr()}, PoolSize: 64}))
@@ -45,7 +47,7 @@ func TestSentinelFailover(t *testing.T) {
 		open func(t *testing.T, g *redistest.SentinelGroup) *redisstore.Store
 	}{
 		{"rueidis", func(t *testing.T, g *redistest.SentinelGroup) *redisstore.Store {
-			s, err := redisstore.Open(t.Context(), "redis://"+g.Sentinel.Addr()+"?master_set="+redistest.MasterSet, redisstore.WithPrefix(freshPrefix()))
+			s, err := rueidisstore.Open(t.Context(), "redis://"+g.Sentinel.Addr()+"?master_set="+redistest.MasterSet, redisstore.WithPrefix(freshPrefix()))
 			if err != nil {
 				t.Fatalf("Open through the Sentinel: %v", err)
 			}
@@ -55,7 +57,7 @@ func TestSentinelFailover(t *testing.T) {
 		{"go-redis", func(t *testing.T, g *redistest.SentinelGroup) *redisstore.Store {
 			c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.MasterSet, SentinelAddrs: []string{g.Sentinel.Addr()}})
 			t.Cleanup(func() { c.Close() })
-			s, err := redisstore.NewGoRedis(c, redisstore.WithPrefix(freshPrefix()))
+			s, err := goredisstore.New(c, redisstore.WithPrefix(freshPrefix()))
 			if err != nil {
 				t.Fatal(err)
 			}

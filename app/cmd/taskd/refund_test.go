@@ -20,7 +20,7 @@ import (
 	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
-	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/allowancehq/allowance/storetest"
 )
 
@@ -221,7 +221,7 @@ func TestRefundByTwoProcessesRestoresOnce(t *testing.T) {
 	}
 	var procs [2]process
 	for i := range procs {
-		limits, err := redisstore.Open(t.Context(), redisURL)
+		limits, err := rueidisstore.Open(t.Context(), redisURL)
 		if err != nil {
 			t.Fatal(err)
 		}

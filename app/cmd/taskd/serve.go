@@ -25,6 +25,7 @@ import (
 	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // DefaultWorkers is the size of the worker pool when -workers is not given.
@@ -331,7 +332,7 @@ func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check
 	}
 	switch {
 	case f.redis != "":
-		s, err := redisstore.Open(ctx, f.redis, ropts...)
+		s, err := rueidisstore.Open(ctx, f.redis, ropts...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("open Redis limits store: %w", err)
 		}
@@ -341,7 +342,7 @@ func openLimits(ctx context.Context, f serveFlags) (allowance.Store, []api.Check
 		for _, a := range strings.Split(f.redisCluster, ",") {
 			addrs = append(addrs, strings.TrimSpace(a))
 		}
-		s, err := redisstore.OpenCluster(ctx, addrs, ropts...)
+		s, err := rueidisstore.OpenCluster(ctx, addrs, ropts...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("open Redis Cluster limits store: %w", err)
 		}

@@ -21,7 +21,7 @@ import (
 	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/internal/redistest"
 	"github.com/allowancehq/allowance/memstore"
-	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 // benchRules are the default rules' shape with limits no benchmark reaches,
@@ -143,7 +143,7 @@ func benchServer(b *testing.B, db, lim string) (http.Handler, tasks.Store) {
 	}
 	var limits allowance.Store
 	if lim == "redis" {
-		rs, err := redisstore.Open(ctx, "redis://"+redistest.Server(b)+"/0")
+		rs, err := rueidisstore.Open(ctx, "redis://"+redistest.Server(b)+"/0")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/memstore"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	mstdlib "github.com/ulule/limiter/v3/drivers/middleware/stdlib"
@@ -90,7 +91,7 @@ func run(mode, addr, redisAddr, algName string, traceTTL time.Duration) error {
 		}
 		h = m.Handler(ok)
 	case "redis":
-		s, err := redisstore.Open(ctx, "redis://"+redisAddr+"/0", redisstore.WithPrefix(fmt.Sprintf("load%d:", time.Now().UnixNano())), redisstore.WithTraceTTL(traceTTL))
+		s, err := rueidisstore.Open(ctx, "redis://"+redisAddr+"/0", redisstore.WithPrefix(fmt.Sprintf("load%d:", time.Now().UnixNano())), redisstore.WithTraceTTL(traceTTL))
 		if err != nil {
 			return err
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/redisstore"
+	"github.com/allowancehq/allowance/redisstore/rueidisstore"
 )
 
 func main() {
@@ -102,7 +103,7 @@ func newOp(addr, mode string, limits int, trace bool, algName string) (func(ctx 
 		if !trace {
 			opts = append(opts, redisstore.WithTraceTTL(0))
 		}
-		s, err := redisstore.NewRueidis(rc, opts...)
+		s, err := rueidisstore.New(rc, opts...)
 		if err != nil {
 			return nil, err
 		}
