@@ -195,8 +195,8 @@ func (s *Store) Close() error {
 
 // Ping checks that Redis answers and, without WithReceiptKeys, that the
 // store has the receipt key shared through Redis (reading or creating it the
-// first time), so that a store made by NewRueidis or NewGoRedis can be made
-// ready before its first check.
+// first time), so that a store made by New (or rueidisstore.New or
+// goredisstore.New) can be made ready before its first check.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.c.ping(ctx); err != nil {
 		return fmt.Errorf("redisstore: ping: %w", err)
