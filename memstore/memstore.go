@@ -449,7 +449,12 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		k = id.add(r.Name, l, kind)
 	}
 	sl := &id.slots[k]
-	res, window := sl.charge(lim, c, now, algo.Ref{ID: rid})
+	// Called here rather than through a method of slot, which would not be
+	// inlined: a call more on the hot path.
+	res, window, expires := kind.alg.Charge(&sl.state, lim, c, now, &algo.Ref{ID: rid})
+	if res.Allowed {
+		sl.expires = expires
+	}
 	sh.mu.Unlock()
 
 	d.Receipt.ID = rid
@@ -459,16 +464,6 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		s.keys.Sign(&d.Receipt)
 	}
 	return nil
-}
-
-// charge judges a charge of c on sl at now and records it when allowed,
-// returning the verdict and the charge's window.
-func (sl *slot) charge(l algo.Limit, c, now int64, ref algo.Ref) (algo.Result, int64) {
-	res, window, expires := sl.kind.alg.Charge(&sl.state, l, c, now, ref)
-	if res.Allowed {
-		sl.expires = expires
-	}
-	return res, window
 }
 
 // chargeMany is Charge for several limits: a first pass judges every limit
@@ -525,12 +520,18 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 		for ri := range req.Rules {
 			r := &req.Rules[ri]
 			c := r.Amount()
+			kind := limitSlot(r.Algorithm)
 			for _, l := range r.Limits {
 				k := slots[i]
 				if k < 0 {
-					k = id.add(r.Name, l, limitSlot(r.Algorithm))
+					k = id.add(r.Name, l, kind)
 				}
-				results[i], windows[i] = id.slots[k].charge(limitOf(r.Algorithm, l), c, now, algo.Ref{ID: rid, Charge: i})
+				sl := &id.slots[k]
+				var expires int64
+				results[i], windows[i], expires = kind.alg.Charge(&sl.state, limitOf(r.Algorithm, l), c, now, &algo.Ref{ID: rid, Charge: i})
+				if results[i].Allowed {
+					sl.expires = expires
+				}
 				i++
 			}
 		}
@@ -663,7 +664,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		anyDone = true
 		restoredAny := false
 		for i := start; i < end; i++ {
-			out, units := refundCharge(id, algo.Ref{ID: receipt.ID, Charge: i}, charges[i].Charge, limits[i], now)
+			out, units := refundCharge(id, &algo.Ref{ID: receipt.ID, Charge: i}, charges[i].Charge, limits[i], now)
 			res.Charges[i].Outcome, res.Charges[i].Restored = out, units
 			restoredAny = restoredAny || out == allowance.Restored
 		}
@@ -710,7 +711,7 @@ func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.Charg
 		return
 	}
 	id := sh.ids.lookup(h, receipt.Identity)
-	out.Outcome, out.Restored = refundCharge(id, algo.Ref{ID: receipt.ID}, *c, lim, now)
+	out.Outcome, out.Restored = refundCharge(id, &algo.Ref{ID: receipt.ID}, *c, lim, now)
 	sh.mu.Unlock()
 }
 
@@ -733,7 +734,7 @@ func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int6
 }
 
 // refundCharge gives back charge c, ref's, of identity id.
-func refundCharge(id *identity, ref algo.Ref, c allowance.Charge, l algo.Limit, now int64) (allowance.Outcome, int64) {
+func refundCharge(id *identity, ref *algo.Ref, c allowance.Charge, l algo.Limit, now int64) (allowance.Outcome, int64) {
 	k := id.find(c.Rule, c.Limit, limitSlot(c.Algorithm))
 	if k < 0 {
 		return allowance.WindowEnded, 0

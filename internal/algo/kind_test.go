@@ -53,7 +53,7 @@ func TestStateDispatch(t *testing.T) {
 		now := int64(5000)
 		var windows []int64
 		for i := 0; i < n; i++ {
-			res, w, exp := k.Charge(&s, l, 1, now, algo.Ref{Charge: i})
+			res, w, exp := k.Charge(&s, l, 1, now, &algo.Ref{Charge: i})
 			if !res.Allowed || exp != k.Expiry(w, p) {
 				t.Fatalf("kind %d: charge %d: %+v, window %d, expires %d", k, i, res, w, exp)
 			}
@@ -65,7 +65,7 @@ func TestStateDispatch(t *testing.T) {
 		if u := k.Peek(&s, l, now); u.Used != n || u.Remaining != 0 {
 			t.Fatalf("kind %d: peek %+v", k, u)
 		}
-		if ok, units := k.Refund(&s, l, 1, windows[n-1], now, algo.Ref{Charge: n - 1}); !ok || units != 1 {
+		if ok, units := k.Refund(&s, l, 1, windows[n-1], now, &algo.Ref{Charge: n - 1}); !ok || units != 1 {
 			t.Fatalf("kind %d: refund: %v %d", k, ok, units)
 		}
 		if u := k.Peek(&s, l, now); u.Used != n-1 {

@@ -100,7 +100,7 @@ func (s *State) judgeLog(l Limit, c, now int64) Result {
 }
 
 // chargeLog is Charge for a sliding log: prune, check, and add the entry.
-func (s *State) chargeLog(l Limit, c, now int64, ref Ref) (Result, int64, int64) {
+func (s *State) chargeLog(l Limit, c, now int64, ref *Ref) (Result, int64, int64) {
 	if s.log == nil {
 		s.log = &Log{}
 	}
@@ -126,7 +126,7 @@ func (s *State) peekLog(l Limit, now int64) Usage {
 
 // refundLog is Refund for a sliding log: remove ref's entry, if the window
 // still holds it.
-func (s *State) refundLog(l Limit, now int64, ref Ref) (bool, int64) {
+func (s *State) refundLog(l Limit, now int64, ref *Ref) (bool, int64) {
 	if s.log == nil {
 		return false, 0
 	}
