@@ -5,10 +5,13 @@
 //
 // The Go stores (memstore) keep one State per limit and work on it through
 // Kind, which dispatches to the algorithm's type; receipts (Receipt.Expiry)
-// ask Kind for a charge's expiry. The Redis store's Lua (redisstore/scripts)
-// computes the same numbers, written for the server's instructions per call
-// rather than statement for statement; redisstore's TestMatchesMemstore is
-// the contract that the two agree.
+// ask Kind for a charge's expiry. The Redis store's Lua computes the same
+// numbers with one fragment per algorithm (redisstore/scripts/alg_*.lua),
+// whose sections follow the methods here (charge, peek, refund, expiry) and
+// are assembled in line into the charge, refund and peek scripts; they are
+// written for the server's instructions per call, so they follow the Go
+// method by method, not statement by statement. redisstore's
+// TestMatchesMemstore is the contract that the two agree.
 //
 // Every operation takes the state as read (possibly from an earlier window),
 // the limit (n units per p microseconds), the amount c (the units charged)
