@@ -130,44 +130,63 @@ func (r Rule) Amount() int64 {
 	return r.Cost
 }
 
-// Validate reports the first problem with r, naming the rule and the field.
+// A RuleError is what Rule.Validate returns: the rule, the field of it
+// that is wrong, and why, so that a configuration loader can point at the
+// field without reading the message.
+type RuleError struct {
+	Rule  string // the rule's name, as given
+	Field string // the Rule field: "Name", "Limits", "Algorithm", "Cost" or "RefundGuard"
+	Err   error  // what is wrong with it
+}
+
+func (e *RuleError) Error() string {
+	if e.Field == "Name" {
+		return e.Err.Error() // it quotes the name
+	}
+	return fmt.Sprintf("rule %q: %v", e.Rule, e.Err)
+}
+
+func (e *RuleError) Unwrap() error { return e.Err }
+
+// Validate reports the first problem with r as a *RuleError, naming the
+// rule and the field.
 func (r Rule) Validate() error {
 	if err := validateRuleName(r.Name); err != nil {
-		return err
+		return &RuleError{Rule: r.Name, Field: "Name", Err: err}
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("rule %q: %s", r.Name, fmt.Sprintf(format, args...))
+	fail := func(field, format string, args ...any) error {
+		return &RuleError{Rule: r.Name, Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	if len(r.Limits) == 0 {
-		return fail(`no limits; expected at least one, such as "10/minute"`)
+		return fail("Limits", `no limits; expected at least one, such as "10/minute"`)
 	}
 	if len(r.Limits) > MaxLimitsPerRule {
-		return fail("%d limits; at most %d are allowed", len(r.Limits), MaxLimitsPerRule)
+		return fail("Limits", "%d limits; at most %d are allowed", len(r.Limits), MaxLimitsPerRule)
 	}
 	for i, l := range r.Limits {
 		if err := l.Validate(); err != nil {
-			return fail("limit %d: %v", i+1, err)
+			return fail("Limits", "limit %d: %w", i+1, err)
 		}
 		for _, prev := range r.Limits[:i] {
 			if prev == l {
-				return fail("limit %q is given twice", l)
+				return fail("Limits", "limit %q is given twice", l)
 			}
 		}
 	}
 	if !r.Algorithm.Valid() {
-		return fail("unknown algorithm %d; expected fixed-window, sliding-window, sliding-log or gcra", uint8(r.Algorithm))
+		return fail("Algorithm", "unknown algorithm %d; expected fixed-window, sliding-window, sliding-log or gcra", uint8(r.Algorithm))
 	}
 	if r.Cost < 0 {
-		return fail("cost %d must not be negative", r.Cost)
+		return fail("Cost", "cost %d must not be negative", r.Cost)
 	}
 	for _, l := range r.Limits {
 		if r.Amount() > l.Count {
-			return fail("cost %d exceeds limit %q: no request could ever pass", r.Amount(), l)
+			return fail("Cost", "cost %d exceeds limit %q: no request could ever pass", r.Amount(), l)
 		}
 	}
 	if r.RefundGuard != (Limit{}) {
 		if err := r.RefundGuard.Validate(); err != nil {
-			return fail("refund guard: %v", err)
+			return fail("RefundGuard", "refund guard: %w", err)
 		}
 	}
 	return nil

@@ -494,22 +494,25 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 	}
 	r.FailOpen = rr.FailOpen
 	if err := r.Validate(); err != nil {
-		// Point at the field the message is about; the rule's own name,
-		// which prefixes it, may contain any of these words.
-		field, msg := at, strings.TrimPrefix(err.Error(), fmt.Sprintf("rule %q: ", r.Name))
-		switch {
-		case strings.HasPrefix(msg, "rule name"):
-			field = at + ".name"
-		case strings.HasPrefix(msg, "cost"):
-			field = at + ".cost"
-		case strings.HasPrefix(msg, "refund guard"):
-			field = at + ".refund_guard"
-		case strings.Contains(msg, "limit"):
-			field = at + ".limits"
+		// Point at the field the error is about.
+		field := at
+		if re, ok := errors.AsType[*allowance.RuleError](err); ok {
+			if name, ok := ruleFields[re.Field]; ok {
+				field = at + "." + name
+			}
 		}
 		return r, d.errorAt(field, "%v", err)
 	}
 	return r, nil
+}
+
+// ruleFields are the YAML names of the fields of allowance.Rule.
+var ruleFields = map[string]string{
+	"Name":        "name",
+	"Limits":      "limits",
+	"Algorithm":   "algorithm",
+	"Cost":        "cost",
+	"RefundGuard": "refund_guard",
 }
 
 // parseAuthFailures parses server.auth_failures: one limit, or "off" (the
