@@ -17,28 +17,14 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/memstore"
+	"github.com/allowancehq/allowance/storetest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// clock is a fake clock for memstore, safe for concurrent use.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// clock is the library's one fake clock for tests.
+type clock = storetest.Clock
 
-func newClock() *clock { return &clock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *clock { return storetest.NewClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)) }
 
 // testKeys sign the receipts of the tests' memstores and of failing's
 // uncertain charges, as a store would sign its own.

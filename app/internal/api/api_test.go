@@ -27,6 +27,7 @@ import (
 	"github.com/allowancehq/allowance/app/internal/config"
 	"github.com/allowancehq/allowance/app/tasks"
 	"github.com/allowancehq/allowance/app/tasks/sqlitestore"
+	"github.com/allowancehq/allowance/app/tasks/storetest"
 	"github.com/allowancehq/allowance/httplimit"
 	"github.com/allowancehq/allowance/httplimit/promlimit"
 	"github.com/allowancehq/allowance/memstore"
@@ -531,11 +532,10 @@ func (c *countingStore) UserByAPIKey(ctx context.Context, keyHash []byte) (strin
 	return c.Store.UserByAPIKey(ctx, keyHash)
 }
 
-// manualClock is a clock for the key cache that moves only when told.
-type manualClock struct{ ns atomic.Int64 }
+// manualClock is taskd's one fake clock for tests, for the key cache.
+type manualClock = storetest.Clock
 
-func (c *manualClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *manualClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newManualClock() *manualClock { return storetest.NewClock(time.Unix(0, 0)) }
 
 // frontDoor returns an option that counts key lookups in counter, runs the
 // key cache on clock, and, when failures is not zero, limits failed
@@ -546,7 +546,7 @@ func frontDoor(t *testing.T, failures allowance.Limit, counter **countingStore, 
 		cs := &countingStore{Store: o.Store}
 		*counter = cs
 		o.Store = cs
-		o.KeyCache.Now = clock.now
+		o.KeyCache.Now = clock.Now
 		o.ClientIP = httplimit.ClientIP(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
 		if failures != (allowance.Limit{}) {
 			l, err := allowance.NewLimiter(limits, AuthFailureRule(failures))
@@ -612,7 +612,7 @@ func (r response) limited(t *testing.T) int {
 // until the window has passed, and a valid key's charge is refunded.
 func TestAuthFailuresLimitedPerIP(t *testing.T) {
 	var store *countingStore
-	clock := new(manualClock)
+	clock := newManualClock()
 	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 3, Period: time.Minute}, &store, clock))
 	alice, bob := e.key("alice"), e.key("bob")
 	const a, b = "192.0.2.1", "2001:db8::1"
@@ -644,7 +644,7 @@ func TestAuthFailuresLimitedPerIP(t *testing.T) {
 		t.Fatalf("%d lookups, want 1 (the unknown key from %s)", got, b)
 	}
 	// Stale after a minute, it is looked up again, without a charge.
-	clock.advance(auth.DefaultValidTTL)
+	clock.Advance(auth.DefaultValidTTL)
 	if r := e.from(a, "Bearer "+alice); r.status != http.StatusOK {
 		t.Fatalf("alice's stale key from the locked address: %d %s", r.status, r.body)
 	}
@@ -689,7 +689,7 @@ func TestAuthFailuresLimitedPerIP(t *testing.T) {
 // failures are still allowed after them.
 func TestValidColdKeysCostNothing(t *testing.T) {
 	var store *countingStore
-	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 3, Period: time.Minute}, &store, new(manualClock)))
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 3, Period: time.Minute}, &store, newManualClock()))
 	const a, n = "192.0.2.7", 10
 	keys := make([]string, n)
 	for i := range keys {
@@ -726,7 +726,7 @@ func unknownKey() string {
 // unknown works once the TTL is over.
 func TestUnknownKeyCached(t *testing.T) {
 	var store *countingStore
-	clock := new(manualClock)
+	clock := newManualClock()
 	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{}, &store, clock))
 	key, hash := auth.NewKey()
 	for range 50 {
@@ -738,9 +738,9 @@ func TestUnknownKeyCached(t *testing.T) {
 	if err := e.store.CreateAPIKey(context.Background(), "dave", hash); err != nil {
 		t.Fatal(err)
 	}
-	clock.advance(auth.DefaultUnknownTTL - time.Nanosecond)
+	clock.Advance(auth.DefaultUnknownTTL - time.Nanosecond)
 	e.from("192.0.2.1", "Bearer "+key).problem(t, http.StatusUnauthorized)
-	clock.advance(time.Nanosecond)
+	clock.Advance(time.Nanosecond)
 	if r := e.from("192.0.2.1", "Bearer "+key); r.status != http.StatusOK {
 		t.Fatalf("the key created meanwhile, once the TTL is over: %d %s", r.status, r.body)
 	}
@@ -768,7 +768,7 @@ func (failingStore) Charge(context.Context, allowance.Request, *allowance.Decisi
 // they get 401, not 503.
 func TestAuthFailuresStoreDown(t *testing.T) {
 	var store *countingStore
-	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 1, Period: time.Minute}, &store, new(manualClock)),
+	e := newEnv(t, generous(), 0, frontDoor(t, allowance.Limit{Count: 1, Period: time.Minute}, &store, newManualClock()),
 		func(o *Options, limits allowance.Store) {
 			l, err := allowance.NewLimiter(failingStore{limits}, AuthFailureRule(allowance.Limit{Count: 1, Period: time.Minute}))
 			if err != nil {

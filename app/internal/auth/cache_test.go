@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/allowancehq/allowance/app/tasks/storetest"
 )
 
-// clock is a manual clock for the cache.
-type clock struct{ t time.Time }
+// newClock returns taskd's one fake clock for tests, for the cache.
+func newClock() *storetest.Clock {
+	return storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+}
 
-func (c *clock) now() time.Time             { return c.t }
-func (c *clock) advance(d time.Duration)    { c.t = c.t.Add(d) }
-func newClock() *clock                      { return &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
 func hashOf(i int) []byte                   { return Hash(fmt.Sprintf("key-%d", i)) }
 func (k *KeyCache) state(h []byte) Cached   { _, s := k.Get(h); return s }
 func (k *KeyCache) user(h []byte) string    { u, _ := k.Get(h); return u }
@@ -21,17 +22,17 @@ func lens(k *KeyCache) (valid, unknown int) { return k.Len() }
 // again: a key created after it was cached as unknown works within the TTL.
 func TestKeyCacheUnknownExpires(t *testing.T) {
 	c := newClock()
-	k := NewCache(CacheConfig{UnknownTTL: 30 * time.Second, Now: c.now})
+	k := NewCache(CacheConfig{UnknownTTL: 30 * time.Second, Now: c.Now})
 	h := hashOf(1)
 	if s := k.state(h); s != Miss {
 		t.Fatalf("empty cache: %v, want miss", s)
 	}
 	k.PutUnknown(h)
-	c.advance(30*time.Second - time.Nanosecond)
+	c.Advance(30*time.Second - time.Nanosecond)
 	if s := k.state(h); s != Unknown {
 		t.Fatalf("just before the TTL: %v, want unknown", s)
 	}
-	c.advance(time.Nanosecond)
+	c.Advance(time.Nanosecond)
 	if s := k.state(h); s != Miss {
 		t.Fatalf("at the TTL: %v, want miss (look the key up again)", s)
 	}
@@ -49,7 +50,7 @@ func TestKeyCacheUnknownExpires(t *testing.T) {
 // entries, and does not evict the valid ones.
 func TestKeyCacheUnknownBounded(t *testing.T) {
 	c := newClock()
-	k := NewCache(CacheConfig{UnknownSize: 100, ValidSize: 10, Now: c.now})
+	k := NewCache(CacheConfig{UnknownSize: 100, ValidSize: 10, Now: c.Now})
 	good := Hash("good")
 	k.PutValid(good, "alice")
 	for i := range 10_000 {
@@ -77,10 +78,10 @@ func TestKeyCacheUnknownBounded(t *testing.T) {
 // of random keys holds only the last UnknownTTL's worth.
 func TestKeyCacheUnknownExpiredDropped(t *testing.T) {
 	c := newClock()
-	k := NewCache(CacheConfig{UnknownTTL: 10 * time.Second, UnknownSize: 1000, Now: c.now})
+	k := NewCache(CacheConfig{UnknownTTL: 10 * time.Second, UnknownSize: 1000, Now: c.Now})
 	for i := range 100 {
 		k.PutUnknown(hashOf(i))
-		c.advance(time.Second)
+		c.Advance(time.Second)
 	}
 	// The last put, at 99s, dropped every entry 10s old or older (0s to
 	// 89s): those of 90s to 99s remain.
@@ -94,11 +95,11 @@ func TestKeyCacheUnknownExpiredDropped(t *testing.T) {
 // out; PutUnknown forgets a valid key.
 func TestKeyCacheValid(t *testing.T) {
 	c := newClock()
-	k := NewCache(CacheConfig{ValidTTL: time.Minute, ValidSize: 2, Now: c.now})
+	k := NewCache(CacheConfig{ValidTTL: time.Minute, ValidSize: 2, Now: c.Now})
 	a, b, d := Hash("a"), Hash("b"), Hash("d")
 	k.PutValid(a, "alice")
 	k.PutValid(b, "bob")
-	c.advance(time.Minute)
+	c.Advance(time.Minute)
 	if u, s := k.Get(a); s != Stale || u != "alice" {
 		t.Fatalf("after the TTL: %q, %v; want alice, stale", u, s)
 	}
