@@ -8,16 +8,16 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/allowancehq/allowance"
-	"github.com/allowancehq/allowance/internal/algo"
 )
 
-// model is the reference a store's arithmetic is compared with: the
-// internal/algo functions applied to plain state, all limits or none.
+// model is the reference a store's arithmetic is compared with, all limits
+// or none. It is written apart from internal/algo, which the Go stores
+// call, from the definitions in allowance.Algorithm's documentation: a bug
+// in internal/algo must not hide in both. Where internal/algo has a closed
+// form (the sliding window's retry), the model searches instead. It favours
+// plainness over speed: the limits the suite draws are small.
 type model struct {
-	fixed    map[modelKey]algo.Fixed
-	sliding  map[modelKey]algo.Sliding
-	gcra     map[modelKey]algo.GCRA
-	logs     map[modelKey]*algo.Log
+	states   map[modelKey]*modelState
 	refunded map[allowance.ReceiptID]int64 // receipt → expiry, µs
 }
 
@@ -26,91 +26,254 @@ type modelKey struct {
 	limit allowance.Limit
 }
 
-func newModel() *model {
-	return &model{
-		fixed:    map[modelKey]algo.Fixed{},
-		sliding:  map[modelKey]algo.Sliding{},
-		gcra:     map[modelKey]algo.GCRA{},
-		logs:     map[modelKey]*algo.Log{},
-		refunded: map[allowance.ReceiptID]int64{},
-	}
+// modelState is one limit's state: for the windows, the start of the
+// window last charged and the units charged per window start; for GCRA the
+// TAT; for the log its entries, oldest first.
+type modelState struct {
+	windows map[int64]int64
+	tat     int64
+	entries []modelEntry
 }
 
-// eval judges one limit at now; apply records the charge when it is allowed,
-// and returns the charge's window.
-func (m *model) eval(r *allowance.Rule, l allowance.Limit, id allowance.ReceiptID, i int, now int64, apply bool) (algo.Result, int64) {
-	k := modelKey{r.Name, l}
-	n, p, c := l.Count, l.Period.Microseconds(), r.Amount()
-	switch r.Algorithm {
+type modelEntry struct {
+	at     int64
+	id     allowance.ReceiptID
+	charge int
+	units  int64
+}
+
+// modelResult is one limit's verdict, in µs.
+type modelResult struct {
+	Allowed                           bool
+	Remaining, ResetAfter, RetryAfter int64
+}
+
+// modelUsage is one limit's usage, in µs.
+type modelUsage struct{ Used, Remaining, ResetAfter int64 }
+
+func newModel() *model {
+	return &model{states: map[modelKey]*modelState{}, refunded: map[allowance.ReceiptID]int64{}}
+}
+
+func (m *model) state(k modelKey) *modelState {
+	st := m.states[k]
+	if st == nil {
+		st = &modelState{windows: map[int64]int64{}}
+		m.states[k] = st
+	}
+	return st
+}
+
+// windowStart is the start of the aligned window of period p holding t.
+func windowStart(t, p int64) int64 { return t - t%p }
+
+// slidingUsed is the sliding window's estimate at t: the current window's
+// units plus the previous window's, weighted by the part of the previous
+// window still inside [t-p, t), rounded down.
+func (st *modelState) slidingUsed(p, t int64) int64 {
+	w := windowStart(t, p)
+	return st.windows[w] + st.windows[w-p]*(p-(t-w))/p
+}
+
+// logUsed is the units of the log's entries inside (t-p, t].
+func (st *modelState) logUsed(p, t int64) int64 {
+	var used int64
+	for _, e := range st.entries {
+		if e.at > t-p {
+			used += e.units
+		}
+	}
+	return used
+}
+
+// usage is one limit's usage at now, nothing charged.
+func (st *modelState) usage(alg allowance.Algorithm, l allowance.Limit, now int64) modelUsage {
+	n, p := l.Count, l.Period.Microseconds()
+	switch alg {
 	case allowance.FixedWindow:
-		res, st := m.fixed[k].Charge(n, p, c, now)
-		if apply && res.Allowed {
-			m.fixed[k] = st
+		w := windowStart(now, p)
+		used := st.windows[w]
+		var reset int64
+		if used > 0 {
+			reset = w + p - now
 		}
-		return res, st.Start
+		return modelUsage{used, n - used, reset}
 	case allowance.SlidingWindow:
-		res, st := m.sliding[k].Charge(n, p, c, now)
-		if apply && res.Allowed {
-			m.sliding[k] = st
+		w := windowStart(now, p)
+		used := st.slidingUsed(p, now)
+		var reset int64
+		switch {
+		case st.windows[w] > 0:
+			reset = w + 2*p - now // the current window weighs until the next ends
+		case st.windows[w-p] > 0:
+			reset = w + p - now
 		}
-		return res, st.Start
+		return modelUsage{used, max(0, n-used), reset}
 	case allowance.GCRA:
-		res, st := m.gcra[k].Charge(n, allowance.EmissionInterval(l), c, now)
-		if apply && res.Allowed {
-			m.gcra[k] = st
+		t := (p + n - 1) / n
+		ahead := max(0, st.tat-now)
+		return modelUsage{(ahead + t - 1) / t, (n*t - ahead) / t, ahead}
+	}
+	used := st.logUsed(p, now)
+	var reset int64
+	if k := len(st.entries); k > 0 && used > 0 {
+		reset = st.entries[k-1].at + p - now
+	}
+	return modelUsage{used, n - used, reset}
+}
+
+// judge returns the verdict of a charge of c at now, changing nothing.
+func (st *modelState) judge(alg allowance.Algorithm, l allowance.Limit, c, now int64) modelResult {
+	n, p := l.Count, l.Period.Microseconds()
+	u := st.usage(alg, l, now)
+	switch alg {
+	case allowance.FixedWindow:
+		w := windowStart(now, p)
+		if u.Used+c <= n {
+			return modelResult{true, n - u.Used - c, w + p - now, 0}
 		}
-		return res, st.TAT
+		return modelResult{false, u.Remaining, u.ResetAfter, w + p - now}
+	case allowance.SlidingWindow:
+		if u.Used+c <= n {
+			w := windowStart(now, p)
+			reset := w + 2*p - now // the charge is in the current window
+			return modelResult{true, n - u.Used - c, reset, 0}
+		}
+		// The estimate never grows without charges: the first µs at which
+		// it admits c, found by bisection, within two periods.
+		lo, hi := now, now+2*p
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			if st.slidingUsed(p, mid)+c <= n {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		return modelResult{false, u.Remaining, u.ResetAfter, lo - now}
+	case allowance.GCRA:
+		t := (p + n - 1) / n
+		tat := max(st.tat, now) + c*t
+		if tat-now <= n*t {
+			return modelResult{true, (n*t - (tat - now)) / t, tat - now, 0}
+		}
+		return modelResult{false, u.Remaining, u.ResetAfter, tat - n*t - now}
 	}
-	lg := m.logs[k]
-	if lg == nil {
-		lg = &algo.Log{}
-		m.logs[k] = lg
+	if u.Used+c <= n {
+		return modelResult{true, n - u.Used - c, p, 0}
 	}
-	lg.Prune(p, now)
-	res := lg.Check(n, p, c, now)
-	if apply && res.Allowed {
-		lg.Add(algo.Entry{Time: now, ID: id, Charge: i, Units: c})
+	// The first time enough of the oldest entries have left the window.
+	var retry, freed int64
+	for _, e := range st.entries {
+		if e.at <= now-p {
+			continue
+		}
+		freed += e.units
+		if u.Used-freed+c <= n {
+			retry = e.at + p - now
+			break
+		}
 	}
-	return res, now
+	return modelResult{false, u.Remaining, u.ResetAfter, retry}
+}
+
+// apply records an allowed charge of c at now and returns its window.
+func (st *modelState) apply(alg allowance.Algorithm, l allowance.Limit, id allowance.ReceiptID, i int, c, now int64) int64 {
+	n, p := l.Count, l.Period.Microseconds()
+	switch alg {
+	case allowance.FixedWindow, allowance.SlidingWindow:
+		w := windowStart(now, p)
+		st.windows[w] += c
+		return w
+	case allowance.GCRA:
+		st.tat = max(st.tat, now) + c*((p+n-1)/n)
+		return st.tat
+	}
+	st.entries = append(st.entries, modelEntry{at: now, id: id, charge: i, units: c})
+	return now
+}
+
+// giveBack undoes up to charge c's amount, if its window still counts at
+// now, and returns whether it did and the units given back.
+func (st *modelState) giveBack(c allowance.Charge, i int, id allowance.ReceiptID, now int64) (bool, int64) {
+	n, p := c.Limit.Count, c.Limit.Period.Microseconds()
+	switch c.Algorithm {
+	case allowance.FixedWindow, allowance.SlidingWindow:
+		w := windowStart(now, p)
+		counts := c.Window == w || c.Algorithm == allowance.SlidingWindow && c.Window == w-p
+		if !counts {
+			return false, 0
+		}
+		back := min(c.Amount, st.windows[c.Window])
+		st.windows[c.Window] -= back
+		return true, back
+	case allowance.GCRA:
+		if now >= c.Window || st.tat <= now {
+			return false, 0 // flowed back already
+		}
+		t := (p + n - 1) / n
+		tat := max(st.tat-c.Amount*t, now)
+		back := min((st.tat-tat+t-1)/t, c.Amount)
+		st.tat = tat
+		return true, back
+	}
+	for k, e := range st.entries {
+		if e.id == id && e.charge == i && e.at > now-p {
+			st.entries = append(st.entries[:k:k], st.entries[k+1:]...)
+			return true, e.units
+		}
+	}
+	return false, 0
 }
 
 // charge judges every limit of rules and applies them all when all allow.
-func (m *model) charge(id allowance.ReceiptID, rules []allowance.Rule, now int64) (bool, []algo.Result, []int64) {
-	var results []algo.Result
+func (m *model) charge(id allowance.ReceiptID, rules []allowance.Rule, now int64) (bool, []modelResult, []int64) {
+	var results []modelResult
 	allowed := true
-	i := 0
 	for ri := range rules {
-		for _, l := range rules[ri].Limits {
-			res, _ := m.eval(&rules[ri], l, id, i, now, false)
+		r := &rules[ri]
+		for _, l := range r.Limits {
+			res := m.state(modelKey{r.Name, l}).judge(r.Algorithm, l, r.Amount(), now)
 			results = append(results, res)
 			allowed = allowed && res.Allowed
-			i++
 		}
 	}
 	windows := make([]int64, len(results))
-	if !allowed {
-		// A denial reports every limit as it is now, as Peek does.
-		i = 0
-		for ri := range rules {
-			for _, l := range rules[ri].Limits {
-				if results[i].Allowed {
-					u := m.usage(&rules[ri], l, now)
-					results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter.Microseconds()
-				}
-				i++
+	i := 0
+	for ri := range rules {
+		r := &rules[ri]
+		for _, l := range r.Limits {
+			st := m.state(modelKey{r.Name, l})
+			if allowed {
+				windows[i] = st.apply(r.Algorithm, l, id, i, r.Amount(), now)
+			} else if results[i].Allowed {
+				// A denial reports every limit as it is now, as Peek does.
+				u := st.usage(r.Algorithm, l, now)
+				results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter
 			}
-		}
-	}
-	if allowed {
-		i = 0
-		for ri := range rules {
-			for _, l := range rules[ri].Limits {
-				results[i], windows[i] = m.eval(&rules[ri], l, id, i, now, true)
-				i++
-			}
+			i++
 		}
 	}
 	return allowed, results, windows
+}
+
+// expiry is when no charge of rc counts any more: a fixed window's or a log
+// entry's end, the end of the window after a sliding window's, a GCRA TAT.
+func expiry(rc *allowance.Receipt) int64 {
+	var end int64
+	for i := range rc.Len() {
+		c := rc.Charge(i)
+		p := c.Limit.Period.Microseconds()
+		e := c.Window
+		switch c.Algorithm {
+		case allowance.FixedWindow, allowance.SlidingLog:
+			e += p
+		case allowance.SlidingWindow:
+			e += 2 * p
+		}
+		end = max(end, e)
+	}
+	return end
 }
 
 // refund undoes receipt rc at now, as the store should. Once every charge
@@ -125,26 +288,10 @@ func (m *model) refund(rc *allowance.Receipt, now int64) (out []allowance.Charge
 		}
 		return out, false
 	}
-	m.refunded[rc.ID] = rc.Expiry(time.UnixMicro(now)).UnixMicro()
+	m.refunded[rc.ID] = expiry(rc)
 	for i := range out {
 		c := rc.Charge(i)
-		k := modelKey{c.Rule, c.Limit}
-		p := c.Limit.Period.Microseconds()
-		var ok bool
-		var units int64
-		switch c.Algorithm {
-		case allowance.FixedWindow:
-			m.fixed[k], ok, units = m.fixed[k].Refund(p, c.Amount, c.Window, now)
-		case allowance.SlidingWindow:
-			m.sliding[k], ok, units = m.sliding[k].Refund(p, c.Amount, c.Window, now)
-		case allowance.GCRA:
-			m.gcra[k], ok, units = m.gcra[k].Refund(allowance.EmissionInterval(c.Limit), c.Increment(), c.Window, now)
-		case allowance.SlidingLog:
-			if lg := m.logs[k]; lg != nil {
-				lg.Prune(p, now)
-				units, ok = lg.Remove(rc.ID, i)
-			}
-		}
+		ok, units := m.state(modelKey{c.Rule, c.Limit}).giveBack(c, i, rc.ID, now)
 		out[i] = allowance.ChargeOutcome{Charge: c, Outcome: allowance.WindowEnded}
 		if ok {
 			out[i].Outcome, out[i].Restored = allowance.Restored, units
@@ -155,30 +302,13 @@ func (m *model) refund(rc *allowance.Receipt, now int64) (out []allowance.Charge
 
 // usage is what Peek should report for one limit.
 func (m *model) usage(r *allowance.Rule, l allowance.Limit, now int64) allowance.Usage {
-	k := modelKey{r.Name, l}
-	n, p := l.Count, l.Period.Microseconds()
-	var a algo.Usage
-	switch r.Algorithm {
-	case allowance.FixedWindow:
-		a = m.fixed[k].Peek(n, p, now)
-	case allowance.SlidingWindow:
-		a = m.sliding[k].Peek(n, p, now)
-	case allowance.GCRA:
-		a = m.gcra[k].Peek(n, allowance.EmissionInterval(l), now)
-	case allowance.SlidingLog:
-		var lg algo.Log
-		if m.logs[k] != nil {
-			lg = *m.logs[k]
-		}
-		lg.Prune(p, now)
-		a = lg.Peek(n, p, now)
-	}
-	return allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: a.Used, Remaining: a.Remaining, ResetAfter: time.Duration(a.ResetAfter) * time.Microsecond}
+	u := m.state(modelKey{r.Name, l}).usage(r.Algorithm, l, now)
+	return allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: u.Used, Remaining: u.Remaining, ResetAfter: time.Duration(u.ResetAfter) * time.Microsecond}
 }
 
 // testModelProperty: for any sequence of charges (several rules, several
 // limits, costs), refunds, peeks and clock steps, every figure the store
-// reports equals the internal/algo arithmetic: admission, Remaining,
+// reports equals the model's (written apart from internal/algo): admission, Remaining,
 // ResetAfter and RetryAfter of every limit, the receipt's windows, each
 // refund's outcome and units, and every peek.
 func (s *suite) testModelProperty(t *testing.T) {
