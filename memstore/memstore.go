@@ -41,6 +41,7 @@ import (
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/algo"
+	"github.com/allowancehq/allowance/memstore/internal/receiptset"
 )
 
 // Store is an in-process allowance.Store. Create it with New; Close stops its
@@ -71,13 +72,13 @@ var _ allowance.Store = (*Store)(nil)
 // lock poll it; the second line stays in every core's cache.
 type shard struct {
 	mu       sync.Mutex
-	last     int64      // latest time seen, µs: the shard's clock never goes back
-	seq      uint64     // receipt ids chosen by the shard so far
-	tag      uint64     // the first half of the shard's receipt ids
-	own      ownRecords // receipts of ids the shard chose, refunded, until their windows end
-	ids      table      // the shard's identities
-	refunded *records   // other receipts refunded, until their windows end
-	voided   *records   // uncertain receipts voided
+	last     int64           // latest time seen, µs: the shard's clock never goes back
+	seq      uint64          // receipt ids chosen by the shard so far
+	tag      uint64          // the first half of the shard's receipt ids
+	own      receiptset.Own  // receipts of ids the shard chose, refunded, until their windows end
+	ids      table           // the shard's identities
+	refunded *receiptset.Set // other receipts refunded, until their windows end
+	voided   *receiptset.Set // uncertain receipts voided
 	_        [cacheLine - 48]byte
 }
 
@@ -123,29 +124,29 @@ func (sh *shard) count(id allowance.ReceiptID) (uint64, bool) {
 // already, and reports whether it recorded it.
 func (sh *shard) claim(id allowance.ReceiptID, exp, now int64) bool {
 	if n, ok := sh.count(id); ok {
-		return sh.own.claim(n, exp, now)
+		return sh.own.Claim(n, exp, now)
 	}
 	if sh.refunded == nil {
-		sh.refunded = &records{}
+		sh.refunded = &receiptset.Set{}
 	}
-	return sh.refunded.claim(id, exp, now)
+	return sh.refunded.Claim(id, exp, now)
 }
 
 // wasRefunded reports whether id's refund is recorded at now.
 func (sh *shard) wasRefunded(id allowance.ReceiptID, now int64) bool {
 	if n, ok := sh.count(id); ok {
-		return sh.own.has(n, now)
+		return sh.own.Has(n, now)
 	}
-	return sh.refunded.has(id, now)
+	return sh.refunded.Has(id, now)
 }
 
 // unclaim forgets the refund of id that claim recorded.
 func (sh *shard) unclaim(id allowance.ReceiptID, now int64) {
 	if n, ok := sh.count(id); ok {
-		sh.own.release(n, now)
+		sh.own.Release(n, now)
 		return
 	}
-	sh.refunded.release(id)
+	sh.refunded.Release(id)
 }
 
 // slot is an identity's usage of one limit of a rule, or its count of
@@ -333,11 +334,11 @@ func (s *Store) Sweep() {
 			return len(live) > 0
 		})
 		if sh.refunded != nil {
-			sh.refunded.rebuild(now, 0)
+			sh.refunded.Rebuild(now, 0)
 		}
-		sh.own.rebuild(now)
+		sh.own.Rebuild(now)
 		if sh.voided != nil {
-			sh.voided.rebuild(now, 0)
+			sh.voided.Rebuild(now, 0)
 		}
 		sh.mu.Unlock()
 	}
@@ -356,7 +357,7 @@ func (s *Store) Len() (identities, receipts int) {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		identities += sh.ids.count
-		receipts += sh.own.len() + sh.refunded.len() + sh.voided.len()
+		receipts += sh.own.Len() + sh.refunded.Len() + sh.voided.Len()
 		sh.mu.Unlock()
 	}
 	return identities, receipts
@@ -376,12 +377,12 @@ func (sh *shard) admit(rid allowance.ReceiptID, now int64) (allowance.ReceiptID,
 		// Skip an id voided before it was chosen: a caller can void any id,
 		// and the store's are easy to guess.
 		rid = sh.newID()
-		for sh.voided.len() > 0 && sh.voided.has(rid, now) {
+		for sh.voided.Len() > 0 && sh.voided.Has(rid, now) {
 			rid = sh.newID()
 		}
 		return rid, sh.clock(now), true
 	}
-	if sh.voided.len() > 0 && sh.voided.has(rid, now) {
+	if sh.voided.Len() > 0 && sh.voided.Has(rid, now) {
 		return rid, now, false
 	}
 	return rid, sh.clock(now), true
@@ -612,7 +613,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 	now = sh.clock(now)
 	var done bool
 	switch {
-	case sh.voided.len() > 0 && sh.voided.has(receipt.ID, now):
+	case sh.voided.Len() > 0 && sh.voided.Has(receipt.ID, now):
 		done = true // refunded as an uncertain receipt before
 	case receipt.Uncertain():
 		done = sh.wasRefunded(receipt.ID, now)
@@ -634,9 +635,9 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 			res.Charges[i].Outcome = allowance.NotCharged
 		}
 		if sh.voided == nil {
-			sh.voided = &records{}
+			sh.voided = &receiptset.Set{}
 		}
-		sh.voided.add(receipt.ID, max(expiry, now+1), now)
+		sh.voided.Add(receipt.ID, max(expiry, now+1), now)
 		return nil
 	}
 
@@ -705,7 +706,7 @@ func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.Charg
 
 	sh.mu.Lock()
 	now = sh.clock(now)
-	if sh.voided.len() > 0 && sh.voided.has(receipt.ID, now) || !sh.claim(receipt.ID, max(expiry, now+1), now) {
+	if sh.voided.Len() > 0 && sh.voided.Has(receipt.ID, now) || !sh.claim(receipt.ID, max(expiry, now+1), now) {
 		sh.mu.Unlock()
 		out.Outcome = allowance.AlreadyRefunded
 		return

@@ -1,4 +1,4 @@
-package memstore
+package receiptset
 
 import "math/bits"
 
@@ -8,9 +8,9 @@ import "math/bits"
 // it holds. Checks refunded soon after they were made, as a 409 is, land in
 // the few entries of the latest ids, so the set stays small and in cache
 // however many receipts are refunded: 24 bytes for up to 64 receipts, where
-// records spends 24 bytes on each.
+// Set spends 24 bytes on each.
 //
-// Like records, it is an open-addressing hash table with linear probing, in
+// Like Set, it is an open-addressing hash table with linear probing, in
 // which an expired entry is absent for look-ups and free for insertions,
 // rebuilt from its live entries when it fills up.
 type seqRecords struct {
@@ -50,15 +50,15 @@ func (r *seqRecords) find(block uint64, now int64) *seqRecord {
 }
 
 // has reports whether seq is held at now.
-func (r *seqRecords) has(seq uint64, now int64) bool {
+func (r *seqRecords) Has(seq uint64, now int64) bool {
 	s := r.find(seq/64, now)
 	return s != nil && s.bits&(1<<(seq%64)) != 0
 }
 
 // claim records seq until at least exp (> now) unless it is held already,
 // and reports whether it recorded it.
-func (r *seqRecords) claim(seq uint64, exp, now int64) bool {
-	return r.entry(seq/64, now).claim(uint64(1)<<(seq%64), exp, now)
+func (r *seqRecords) Claim(seq uint64, exp, now int64) bool {
+	return r.entry(seq/64, now).Claim(uint64(1)<<(seq%64), exp, now)
 }
 
 // put holds e, a live entry, merging it with the entry of its block if there
@@ -77,7 +77,7 @@ func (r *seqRecords) put(e seqRecord, now int64) {
 // is one probe sequence, which reuses the first expired slot on its way.
 func (r *seqRecords) entry(block uint64, now int64) *seqRecord {
 	if (r.used+1)*4 > len(r.slots)*3 {
-		r.rebuild(now, 1)
+		r.Rebuild(now, 1)
 	}
 	mask := uint64(len(r.slots) - 1)
 	free := -1
@@ -102,7 +102,7 @@ func (r *seqRecords) entry(block uint64, now int64) *seqRecord {
 // claim records the id of bit in its block's entry s until at least exp
 // (> now) unless it is held already, and reports whether it recorded it. An
 // entry whose ids have all expired starts afresh.
-func (s *seqRecord) claim(bit uint64, exp, now int64) bool {
+func (s *seqRecord) Claim(bit uint64, exp, now int64) bool {
 	if s.exp <= now {
 		*s = seqRecord{block: s.block, bits: bit, exp: exp}
 		return true
@@ -116,7 +116,7 @@ func (s *seqRecord) claim(bit uint64, exp, now int64) bool {
 }
 
 // release forgets seq, as if it had expired.
-func (r *seqRecords) release(seq uint64, now int64) {
+func (r *seqRecords) Release(seq uint64, now int64) {
 	if s := r.find(seq/64, now); s != nil {
 		s.bits &^= 1 << (seq % 64)
 	}
@@ -125,7 +125,7 @@ func (r *seqRecords) release(seq uint64, now int64) {
 // rebuild rehashes the live entries into a table with room for them and
 // extra more, at most half full; it drops the table when nothing is live and
 // nothing is to come.
-func (r *seqRecords) rebuild(now int64, extra int) {
+func (r *seqRecords) Rebuild(now int64, extra int) {
 	var live []seqRecord
 	for _, s := range r.slots {
 		if s.exp > now {
@@ -151,7 +151,7 @@ func (r *seqRecords) rebuild(now int64, extra int) {
 }
 
 // len returns the number of entries held, live or expired.
-func (r *seqRecords) len() int {
+func (r *seqRecords) Len() int {
 	if r == nil {
 		return 0
 	}
@@ -168,7 +168,7 @@ func tableSize(live, extra int) int {
 	return max(minRecords, 1<<bits.Len(uint(2*(live+extra)-1)))
 }
 
-// ownRecords is the set of refunded receipts among the ids a shard chose: the
+// Own is the set of refunded receipts among the ids a shard chose: the
 // entry of the latest block refunded, kept in the shard's first cache line
 // beside its lock, and a table of the older ones. A refund follows its check
 // closely, so most refunds land in the latest block: the claim then writes a
@@ -178,19 +178,19 @@ func tableSize(live, extra int) int {
 // Every entry of the table is of a block older than cur's: cur moves only to
 // newer blocks, handing its entry over to the table, and a claim of an older
 // block goes to the table.
-type ownRecords struct {
+type Own struct {
 	cur   seqRecord   // the latest block's entry; exp 0 when it holds nothing
 	table *seqRecords // older blocks, nil until needed
 }
 
 // claim records seq until at least exp (> now) unless it is held already,
 // and reports whether it recorded it.
-func (o *ownRecords) claim(seq uint64, exp, now int64) bool {
+func (o *Own) Claim(seq uint64, exp, now int64) bool {
 	block, bit := seq/64, uint64(1)<<(seq%64)
 	c := &o.cur
 	switch {
 	case block == c.block:
-		return c.claim(bit, exp, now)
+		return c.Claim(bit, exp, now)
 	case block > c.block:
 		if c.exp > now {
 			if o.table == nil {
@@ -204,11 +204,11 @@ func (o *ownRecords) claim(seq uint64, exp, now int64) bool {
 	if o.table == nil {
 		o.table = &seqRecords{}
 	}
-	return o.table.claim(seq, exp, now)
+	return o.table.Claim(seq, exp, now)
 }
 
 // has reports whether seq is held at now.
-func (o *ownRecords) has(seq uint64, now int64) bool {
+func (o *Own) Has(seq uint64, now int64) bool {
 	block := seq / 64
 	switch c := &o.cur; {
 	case block == c.block:
@@ -216,36 +216,36 @@ func (o *ownRecords) has(seq uint64, now int64) bool {
 	case block > c.block:
 		return false
 	}
-	return o.table.has(seq, now)
+	return o.table.Has(seq, now)
 }
 
 // release forgets seq, as if it had expired.
-func (o *ownRecords) release(seq uint64, now int64) {
+func (o *Own) Release(seq uint64, now int64) {
 	block := seq / 64
 	switch c := &o.cur; {
 	case block == c.block:
 		c.bits &^= 1 << (seq % 64)
 	case block < c.block:
-		o.table.release(seq, now)
+		o.table.Release(seq, now)
 	}
 }
 
 // rebuild drops what has expired at now (see seqRecords.rebuild).
-func (o *ownRecords) rebuild(now int64) {
+func (o *Own) Rebuild(now int64) {
 	if o.cur.exp <= now {
 		o.cur.bits, o.cur.exp = 0, 0 // the block stays: the table's are older
 	}
 	if o.table != nil {
-		o.table.rebuild(now, 0)
-		if o.table.len() == 0 {
+		o.table.Rebuild(now, 0)
+		if o.table.Len() == 0 {
 			o.table = nil
 		}
 	}
 }
 
 // len returns the number of entries held, live or expired.
-func (o *ownRecords) len() int {
-	n := o.table.len()
+func (o *Own) Len() int {
+	n := o.table.Len()
 	if o.cur.exp != 0 {
 		n++
 	}

@@ -1,4 +1,4 @@
-package memstore
+package receiptset
 
 import (
 	"encoding/binary"
@@ -8,7 +8,7 @@ import (
 	"github.com/allowancehq/allowance"
 )
 
-// records is a set of receipt ids, each kept until an expiry time: the
+// Set is a set of receipt ids, each kept until an expiry time: the
 // receipts refunded (or voided) whose charges could otherwise still be
 // restored. It is an open-addressing hash table with linear probing, indexed
 // by the id's own random bits mixed with a seed (no hashing of the whole id),
@@ -17,7 +17,7 @@ import (
 // rebuilt from its live entries when it fills up, so it holds about as many
 // entries as are live: refunds that stop leave no map behind, and there are no
 // tombstones.
-type records struct {
+type Set struct {
 	seed  uint64
 	shift uint8 // 64 - log2(len(slots))
 	used  int   // slots holding an id, live or expired
@@ -32,13 +32,13 @@ type receiptRecord struct {
 
 const minRecords = 8
 
-func (r *records) index(id *allowance.ReceiptID) uint64 {
+func (r *Set) index(id *allowance.ReceiptID) uint64 {
 	x := binary.LittleEndian.Uint64(id[:8]) ^ binary.LittleEndian.Uint64(id[8:]) ^ r.seed
 	return (x * 0x9e3779b97f4a7c15) >> r.shift
 }
 
 // has reports whether id is held and not expired at now.
-func (r *records) has(id allowance.ReceiptID, now int64) bool {
+func (r *Set) Has(id allowance.ReceiptID, now int64) bool {
 	if r == nil || len(r.slots) == 0 {
 		return false
 	}
@@ -56,21 +56,21 @@ func (r *records) has(id allowance.ReceiptID, now int64) bool {
 
 // claim records id until exp (> now) unless it is held already, and reports
 // whether it recorded it: one probe sequence for a look-up and an insertion.
-func (r *records) claim(id allowance.ReceiptID, exp, now int64) bool {
+func (r *Set) Claim(id allowance.ReceiptID, exp, now int64) bool {
 	return r.put(id, exp, now, false)
 }
 
 // add records id until exp (> now), replacing an entry for id if there is one.
-func (r *records) add(id allowance.ReceiptID, exp, now int64) {
+func (r *Set) Add(id allowance.ReceiptID, exp, now int64) {
 	r.put(id, exp, now, true)
 }
 
 // put records id until exp (> now), reusing an expired entry met on the way.
 // A live entry for id is kept unless replace is set; put reports whether it
 // recorded id.
-func (r *records) put(id allowance.ReceiptID, exp, now int64, replace bool) bool {
+func (r *Set) put(id allowance.ReceiptID, exp, now int64, replace bool) bool {
 	if (r.used+1)*4 > len(r.slots)*3 {
-		r.rebuild(now, 1)
+		r.Rebuild(now, 1)
 	}
 	mask := uint64(len(r.slots) - 1)
 	free := -1
@@ -97,7 +97,7 @@ func (r *records) put(id allowance.ReceiptID, exp, now int64, replace bool) bool
 }
 
 // release forgets id, as if it had expired.
-func (r *records) release(id allowance.ReceiptID) {
+func (r *Set) Release(id allowance.ReceiptID) {
 	if r == nil || len(r.slots) == 0 {
 		return
 	}
@@ -116,7 +116,7 @@ const expired = -1
 // rebuild rehashes the live entries into a table with room for them and
 // extra more, at most half full; it drops the table when nothing is live and
 // nothing is to come.
-func (r *records) rebuild(now int64, extra int) {
+func (r *Set) Rebuild(now int64, extra int) {
 	live := 0
 	for i := range r.slots {
 		if r.slots[i].exp > now {
@@ -164,7 +164,7 @@ func (r *records) rebuild(now int64, extra int) {
 }
 
 // len returns the number of entries held, live or expired.
-func (r *records) len() int {
+func (r *Set) Len() int {
 	if r == nil {
 		return 0
 	}

@@ -1,4 +1,4 @@
-package memstore
+package receiptset
 
 import (
 	"testing"
@@ -17,31 +17,31 @@ func TestSeqRecords(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) { checkSeqSet(t, seqTable{&seqRecords{}}) })
 }
 
-// TestOwnRecords checks ownRecords, the latest block's entry in front of a
+// TestOwnRecords checks Own, the latest block's entry in front of a
 // seqRecords, against the same model.
 func TestOwnRecords(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) { checkSeqSet(t, &ownSet{}) })
 }
 
-// seqSet is what seqRecords and ownRecords share.
+// seqSet is what seqRecords and Own share.
 type seqSet interface {
-	claim(seq uint64, exp, now int64) bool
-	has(seq uint64, now int64) bool
-	release(seq uint64, now int64)
-	rebuild(now int64)
-	len() int
+	Claim(seq uint64, exp, now int64) bool
+	Has(seq uint64, now int64) bool
+	Release(seq uint64, now int64)
+	Rebuild(now int64)
+	Len() int
 	table() *seqRecords
 }
 
 type seqTable struct{ *seqRecords }
 
-func (r seqTable) rebuild(now int64)  { r.seqRecords.rebuild(now, 0) }
+func (r seqTable) Rebuild(now int64)  { r.seqRecords.Rebuild(now, 0) }
 func (r seqTable) table() *seqRecords { return r.seqRecords }
 
-type ownSet struct{ ownRecords }
+type ownSet struct{ Own }
 
-func (o *ownSet) rebuild(now int64)  { o.ownRecords.rebuild(now) }
-func (o *ownSet) table() *seqRecords { return o.ownRecords.table }
+func (o *ownSet) Rebuild(now int64)  { o.Own.Rebuild(now) }
+func (o *ownSet) table() *seqRecords { return o.Own.table }
 
 func checkSeqSet(t *rapid.T, r seqSet) {
 	{
@@ -72,7 +72,7 @@ func checkSeqSet(t *rapid.T, r seqSet) {
 				seq := drawSeq("claim")
 				exp := now + rapid.Int64Range(1, 50).Draw(t, "life")
 				want := must(seq)
-				got := r.claim(seq, exp, now)
+				got := r.Claim(seq, exp, now)
 				if want != nil && got == *want {
 					t.Fatalf("claim(%d) at %d = %v, but has must be %v", seq, now, got, *want)
 				}
@@ -88,16 +88,16 @@ func checkSeqSet(t *rapid.T, r seqSet) {
 				now += rapid.Int64Range(0, 20).Draw(t, "step")
 			case 3:
 				seq := drawSeq("release")
-				r.release(seq, now)
+				r.Release(seq, now)
 				if h, ok := model[seq]; ok {
 					h.released = true
 					model[seq] = h
 				}
 			case 4:
-				r.rebuild(now)
+				r.Rebuild(now)
 			case 5, 6:
 				for seq := range model {
-					if want := must(seq); want != nil && r.has(seq, now) != *want {
+					if want := must(seq); want != nil && r.Has(seq, now) != *want {
 						t.Fatalf("has(%d) at %d = %v, want %v", seq, now, !*want, *want)
 					}
 				}
@@ -112,13 +112,13 @@ func checkSeqSet(t *rapid.T, r seqSet) {
 				live++
 			}
 		}
-		r.rebuild(now)
+		r.Rebuild(now)
 		slots := 0
 		if tb := r.table(); tb != nil {
 			slots = len(tb.slots)
 		}
-		if r.len() != live || slots > max(minRecords, 4*live) {
-			t.Fatalf("after a rebuild: %d entries in %d slots; %d blocks are live", r.len(), slots, live)
+		if r.Len() != live || slots > max(minRecords, 4*live) {
+			t.Fatalf("after a rebuild: %d entries in %d slots; %d blocks are live", r.Len(), slots, live)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package memstore
+package receiptset
 
 import (
 	"testing"
@@ -13,7 +13,7 @@ import (
 // as large as what is live.
 func TestRecords(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		var r *records
+		var r *Set
 		model := map[allowance.ReceiptID]int64{}
 		var ids []allowance.ReceiptID
 		now := int64(1000)
@@ -28,9 +28,9 @@ func TestRecords(t *testing.T) {
 				}
 				exp := now + rapid.Int64Range(1, 50).Draw(t, "life")
 				if r == nil {
-					r = &records{}
+					r = &Set{}
 				}
-				r.add(id, exp, now)
+				r.Add(id, exp, now)
 				model[id] = exp
 			case 2:
 				now += rapid.Int64Range(0, 20).Draw(t, "step")
@@ -41,10 +41,10 @@ func TestRecords(t *testing.T) {
 				id := ids[rapid.IntRange(0, len(ids)-1).Draw(t, "claim")]
 				exp := now + rapid.Int64Range(1, 50).Draw(t, "claim life")
 				if r == nil {
-					r = &records{}
+					r = &Set{}
 				}
 				want := model[id] <= now
-				if got := r.claim(id, exp, now); got != want {
+				if got := r.Claim(id, exp, now); got != want {
 					t.Fatalf("claim(%v) at %d = %v, want %v (expiry %d)", id, now, got, want, model[id])
 				}
 				if want {
@@ -55,18 +55,18 @@ func TestRecords(t *testing.T) {
 					break
 				}
 				id := ids[rapid.IntRange(0, len(ids)-1).Draw(t, "release")]
-				r.release(id)
+				r.Release(id)
 				if _, ok := model[id]; ok {
 					model[id] = expired
 				}
 			case 3:
 				if r != nil {
-					r.rebuild(now, 0)
+					r.Rebuild(now, 0)
 				}
 			case 4, 5:
 				for _, id := range ids {
 					want := model[id] > now
-					if got := r.has(id, now); got != want {
+					if got := r.Has(id, now); got != want {
 						t.Fatalf("has(%v) at %d = %v, want %v (expiry %d)", id, now, got, want, model[id])
 					}
 				}
@@ -82,9 +82,9 @@ func TestRecords(t *testing.T) {
 			}
 		}
 		if r != nil {
-			r.rebuild(now, 0)
-			if r.len() != live || len(r.slots) > max(minRecords, 4*live) {
-				t.Fatalf("after a rebuild: %d entries in %d slots; %d are live", r.len(), len(r.slots), live)
+			r.Rebuild(now, 0)
+			if r.Len() != live || len(r.slots) > max(minRecords, 4*live) {
+				t.Fatalf("after a rebuild: %d entries in %d slots; %d are live", r.Len(), len(r.slots), live)
 			}
 		}
 	})
