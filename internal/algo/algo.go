@@ -11,7 +11,9 @@
 // are assembled in line into the charge, refund and peek scripts; they are
 // written for the server's instructions per call, so they follow the Go
 // method by method, not statement by statement. redisstore's
-// TestMatchesMemstore is the contract that the two agree.
+// TestMatchesMemstore is the contract that the two agree. The conformance
+// suite's model (storetest) is a third writing, apart from this package, so
+// that a bug here cannot hide in both a store and its reference.
 //
 // Every operation takes the state as read (possibly from an earlier window),
 // the limit (n units per p microseconds), the amount c (the units charged)
