@@ -41,6 +41,7 @@ import (
 
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/algo"
+	"github.com/allowancehq/allowance/memstore/internal/idtable"
 	"github.com/allowancehq/allowance/memstore/internal/receiptset"
 )
 
@@ -72,13 +73,13 @@ var _ allowance.Store = (*Store)(nil)
 // lock poll it; the second line stays in every core's cache.
 type shard struct {
 	mu       sync.Mutex
-	last     int64           // latest time seen, µs: the shard's clock never goes back
-	seq      uint64          // receipt ids chosen by the shard so far
-	tag      uint64          // the first half of the shard's receipt ids
-	own      receiptset.Own  // receipts of ids the shard chose, refunded, until their windows end
-	ids      table           // the shard's identities
-	refunded *receiptset.Set // other receipts refunded, until their windows end
-	voided   *receiptset.Set // uncertain receipts voided
+	last     int64                 // latest time seen, µs: the shard's clock never goes back
+	seq      uint64                // receipt ids chosen by the shard so far
+	tag      uint64                // the first half of the shard's receipt ids
+	own      receiptset.Own        // receipts of ids the shard chose, refunded, until their windows end
+	ids      idtable.Table[limits] // the shard's identities
+	refunded *receiptset.Set       // other receipts refunded, until their windows end
+	voided   *receiptset.Set       // uncertain receipts voided
 	_        [cacheLine - 48]byte
 }
 
@@ -322,15 +323,15 @@ func (s *Store) Sweep() {
 		now := s.micros()
 		sh.mu.Lock()
 		now = sh.clock(now)
-		sh.ids.filter(func(id *identity) bool {
-			live := id.slots[:0]
-			for _, sl := range id.slots {
+		sh.ids.Filter(func(id *identity) bool {
+			live := id.V.slots[:0]
+			for _, sl := range id.V.slots {
 				if sl.expires > now {
 					live = append(live, sl)
 				}
 			}
-			clear(id.slots[len(live):])
-			id.slots = live
+			clear(id.V.slots[len(live):])
+			id.V.slots = live
 			return len(live) > 0
 		})
 		if sh.refunded != nil {
@@ -356,7 +357,7 @@ func (s *Store) Len() (identities, receipts int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		identities += sh.ids.count
+		identities += sh.ids.Len()
 		receipts += sh.own.Len() + sh.refunded.Len() + sh.voided.Len()
 		sh.mu.Unlock()
 	}
@@ -392,25 +393,6 @@ func voidedError(rid allowance.ReceiptID) error {
 	return fmt.Errorf("memstore: charge %s: %w", rid, allowance.ErrVoided)
 }
 
-// find returns the index of the slot for rule, limit and kind, or -1.
-func (id *identity) find(rule string, l allowance.Limit, kind slotKind) int {
-	if id == nil {
-		return -1
-	}
-	for i := range id.slots {
-		sl := &id.slots[i]
-		if sl.limit == l && sl.kind == kind && sl.rule == rule {
-			return i
-		}
-	}
-	return -1
-}
-
-func (id *identity) add(rule string, l allowance.Limit, kind slotKind) int {
-	id.slots = append(id.slots, slot{rule: rule, limit: l, kind: kind})
-	return len(id.slots) - 1
-}
-
 const (
 	maxCharges       = allowance.MaxRules * allowance.MaxLimitsPerRule
 	maxInlineCharges = 8 // limits per check judged without allocating
@@ -441,15 +423,15 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		sh.mu.Unlock()
 		return voidedError(req.ID)
 	}
-	id := sh.ids.lookup(h, req.Identity)
-	k := id.find(r.Name, l, kind)
+	id := sh.ids.Lookup(h, req.Identity)
+	k := find(id, r.Name, l, kind)
 	if k < 0 {
 		if id == nil {
-			id = sh.ids.insert(h, req.Identity, 1)
+			id = insertIdentity(&sh.ids, h, req.Identity, 1)
 		}
-		k = id.add(r.Name, l, kind)
+		k = add(id, r.Name, l, kind)
 	}
-	sl := &id.slots[k]
+	sl := &id.V.slots[k]
 	// Called here rather than through a method of slot, which would not be
 	// inlined: a call more on the hot path.
 	res, window, expires := kind.alg.Charge(&sl.state, lim, c, now, &algo.Ref{ID: rid})
@@ -493,7 +475,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 		sh.mu.Unlock()
 		return voidedError(req.ID)
 	}
-	id := sh.ids.lookup(h, req.Identity)
+	id := sh.ids.Lookup(h, req.Identity)
 
 	allowed := true
 	i := 0
@@ -502,11 +484,11 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 		c := r.Amount()
 		kind := limitSlot(r.Algorithm)
 		for _, l := range r.Limits {
-			k := id.find(r.Name, l, kind)
+			k := find(id, r.Name, l, kind)
 			slots[i] = k
 			var st algo.State
 			if k >= 0 {
-				st = id.slots[k].state
+				st = id.V.slots[k].state
 			}
 			results[i] = kind.alg.Judge(&st, limitOf(r.Algorithm, l), c, now)
 			allowed = allowed && results[i].Allowed
@@ -515,7 +497,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 	}
 	if allowed {
 		if id == nil {
-			id = sh.ids.insert(h, req.Identity, total)
+			id = insertIdentity(&sh.ids, h, req.Identity, total)
 		}
 		i = 0
 		for ri := range req.Rules {
@@ -525,9 +507,9 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 			for _, l := range r.Limits {
 				k := slots[i]
 				if k < 0 {
-					k = id.add(r.Name, l, kind)
+					k = add(id, r.Name, l, kind)
 				}
-				sl := &id.slots[k]
+				sl := &id.V.slots[k]
 				var expires int64
 				results[i], windows[i], expires = kind.alg.Charge(&sl.state, limitOf(r.Algorithm, l), c, now, &algo.Ref{ID: rid, Charge: i})
 				if results[i].Allowed {
@@ -546,7 +528,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 				if results[i].Allowed {
 					var st algo.State
 					if k := slots[i]; k >= 0 {
-						st = id.slots[k].state
+						st = id.V.slots[k].state
 					}
 					u := algo.Kind(r.Algorithm).Peek(&st, limitOf(r.Algorithm, l), now)
 					results[i].Remaining, results[i].ResetAfter = u.Remaining, u.ResetAfter
@@ -641,7 +623,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		return nil
 	}
 
-	id := sh.ids.lookup(h, receipt.Identity)
+	id := sh.ids.Lookup(h, receipt.Identity)
 	anyDone := false
 	for start := 0; start < len(charges); {
 		rule := charges[start].Charge.Rule
@@ -671,7 +653,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 		}
 		if guard != nil && restoredAny {
 			if id == nil {
-				id = sh.ids.insert(h, receipt.Identity, 1)
+				id = insertIdentity(&sh.ids, h, receipt.Identity, 1)
 			}
 			countGuard(id, rule, *guard, now)
 		}
@@ -711,7 +693,7 @@ func (s *Store) refundOne(receipt *allowance.Receipt, outcomes []allowance.Charg
 		out.Outcome = allowance.AlreadyRefunded
 		return
 	}
-	id := sh.ids.lookup(h, receipt.Identity)
+	id := sh.ids.Lookup(h, receipt.Identity)
 	out.Outcome, out.Restored = refundCharge(id, &algo.Ref{ID: receipt.ID}, *c, lim, now)
 	sh.mu.Unlock()
 }
@@ -736,11 +718,11 @@ func expiryOf(charges []allowance.ChargeOutcome, uncertain bool, now int64) int6
 
 // refundCharge gives back charge c, ref's, of identity id.
 func refundCharge(id *identity, ref *algo.Ref, c allowance.Charge, l algo.Limit, now int64) (allowance.Outcome, int64) {
-	k := id.find(c.Rule, c.Limit, limitSlot(c.Algorithm))
+	k := find(id, c.Rule, c.Limit, limitSlot(c.Algorithm))
 	if k < 0 {
 		return allowance.WindowEnded, 0
 	}
-	ok, units := algo.Kind(c.Algorithm).Refund(&id.slots[k].state, l, c.Amount, c.Window, now, ref)
+	ok, units := algo.Kind(c.Algorithm).Refund(&id.V.slots[k].state, l, c.Amount, c.Window, now, ref)
 	if !ok {
 		return allowance.WindowEnded, 0
 	}
@@ -748,20 +730,20 @@ func refundCharge(id *identity, ref *algo.Ref, c allowance.Charge, l algo.Limit,
 }
 
 func guardExhausted(id *identity, rule string, g allowance.Limit, now int64) bool {
-	k := id.find(rule, g, guardSlot)
+	k := find(id, rule, g, guardSlot)
 	if k < 0 {
 		return false
 	}
-	st := id.slots[k].state.Fixed().Roll(g.Period.Microseconds(), now)
+	st := id.V.slots[k].state.Fixed().Roll(g.Period.Microseconds(), now)
 	return st.Count >= g.Count
 }
 
 func countGuard(id *identity, rule string, g allowance.Limit, now int64) {
-	k := id.find(rule, g, guardSlot)
+	k := find(id, rule, g, guardSlot)
 	if k < 0 {
-		k = id.add(rule, g, guardSlot)
+		k = add(id, rule, g, guardSlot)
 	}
-	sl := &id.slots[k]
+	sl := &id.V.slots[k]
 	p := g.Period.Microseconds()
 	st := sl.state.Fixed().Roll(p, now)
 	st.Count++
@@ -780,12 +762,12 @@ func (s *Store) Peek(ctx context.Context, identityKey string, rules []allowance.
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now = sh.clock(now)
-	id := sh.ids.lookup(h, identityKey)
+	id := sh.ids.Lookup(h, identityKey)
 	for _, r := range rules {
 		for _, l := range r.Limits {
 			var st algo.State
-			if k := id.find(r.Name, l, limitSlot(r.Algorithm)); k >= 0 {
-				st = id.slots[k].state
+			if k := find(id, r.Name, l, limitSlot(r.Algorithm)); k >= 0 {
+				st = id.V.slots[k].state
 			}
 			u := algo.Kind(r.Algorithm).Peek(&st, limitOf(r.Algorithm, l), now)
 			out = append(out, allowance.Usage{Rule: r.Name, Limit: l, Algorithm: r.Algorithm, Used: u.Used, Remaining: u.Remaining, ResetAfter: micros(u.ResetAfter)})
@@ -803,20 +785,20 @@ func (s *Store) Reset(ctx context.Context, identityKey string, rules []allowance
 	sh, h := s.locate(identityKey)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	id := sh.ids.lookup(h, identityKey)
+	id := sh.ids.Lookup(h, identityKey)
 	if id == nil {
 		return nil
 	}
-	live := id.slots[:0]
-	for _, sl := range id.slots {
+	live := id.V.slots[:0]
+	for _, sl := range id.V.slots {
 		if !inRules(sl, rules) {
 			live = append(live, sl)
 		}
 	}
-	clear(id.slots[len(live):])
-	id.slots = live
+	clear(id.V.slots[len(live):])
+	id.V.slots = live
 	if len(live) == 0 {
-		sh.ids.remove(id)
+		sh.ids.Remove(id)
 	}
 	return nil
 }
