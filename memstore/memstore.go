@@ -42,14 +42,15 @@ import (
 	"github.com/allowancehq/allowance"
 	"github.com/allowancehq/allowance/internal/algo"
 	"github.com/allowancehq/allowance/memstore/internal/idtable"
+	"github.com/allowancehq/allowance/memstore/internal/monoclock"
 	"github.com/allowancehq/allowance/memstore/internal/receiptset"
 )
 
 // Store is an in-process allowance.Store. Create it with New; Close stops its
 // sweeper.
 type Store struct {
-	now    func() int64 // µs
-	sys    *systemClock // the default clock, re-anchored by the sweeper
+	now    func() int64     // µs
+	sys    *monoclock.Clock // the default clock, re-anchored by the sweeper
 	seed   maphash.Seed
 	keys   *allowance.ReceiptKeys
 	shards []shard
@@ -179,43 +180,13 @@ func limitOf(alg allowance.Algorithm, l allowance.Limit) algo.Limit {
 	return algo.NewLimit(algo.Kind(alg), l.Count, l.Period.Microseconds())
 }
 
-// systemClock reads the wall clock in µs from one monotonic clock reading a
-// call: time.Now reads two clocks, and on some machines each read costs as
-// much as the rest of a check. It is anchored to the wall clock when created
-// and again at every sweep, so it follows adjustments of the wall clock within
-// a sweep interval.
-type systemClock struct {
-	base atomic.Pointer[clockAnchor]
-}
-
-type clockAnchor struct {
-	t  time.Time // with its monotonic reading
-	us int64     // t's wall clock in µs
-}
-
 // micros returns the store's time in µs: the system clock's without an
 // indirect call, or the clock of WithClock.
 func (s *Store) micros() int64 {
 	if s.sys != nil {
-		return s.sys.micros()
+		return s.sys.Micros()
 	}
 	return s.now()
-}
-
-func newSystemClock() *systemClock {
-	c := &systemClock{}
-	c.anchor()
-	return c
-}
-
-func (c *systemClock) anchor() {
-	t := time.Now()
-	c.base.Store(&clockAnchor{t: t, us: t.UnixMicro()})
-}
-
-func (c *systemClock) micros() int64 {
-	a := c.base.Load()
-	return a.us + int64(time.Since(a.t)/time.Microsecond)
 }
 
 type config struct {
@@ -276,8 +247,8 @@ func New(opts ...Option) *Store {
 		now := cfg.now
 		s.now = func() int64 { return now().UnixMicro() }
 	} else {
-		s.sys = newSystemClock()
-		s.now = s.sys.micros
+		s.sys = monoclock.New()
+		s.now = s.sys.Micros
 	}
 	if cfg.sweep > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -308,7 +279,7 @@ func (s *Store) sweeper(every time.Duration) {
 			return
 		case <-t.C:
 			if s.sys != nil {
-				s.sys.anchor()
+				s.sys.Anchor()
 			}
 			s.Sweep()
 		}
