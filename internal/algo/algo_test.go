@@ -115,7 +115,7 @@ func TestRetryAfterIsExact(t *testing.T) {
 				now := rapid.Int64Range(0, 1000).Draw(t, "start")
 				for range rapid.IntRange(1, 40).Draw(t, "ops") {
 					now += rapid.Int64Range(0, 2*p).Draw(t, "step")
-					c := rapid.Int64Range(1, n).Draw(t, "cost")
+					c := rapid.Int64Range(1, n).Draw(t, "amount")
 					r := lim.check(c, now)
 					checkRemaining(t, lim, r, c, now, n)
 					u := lim.peek(now)
@@ -172,7 +172,7 @@ func checkRemaining(t *rapid.T, lim limiter, r Result, c, now, n int64) {
 	}
 	for k := int64(1); k <= n; k++ {
 		if got := lim.check(k, now).Allowed; got != (k <= left) {
-			t.Fatalf("Remaining %d (cost %d, allowed %v), but a charge of %d allowed=%v", r.Remaining, c, r.Allowed, k, got)
+			t.Fatalf("Remaining %d (amount %d, allowed %v), but a charge of %d allowed=%v", r.Remaining, c, r.Allowed, k, got)
 		}
 	}
 }
