@@ -143,7 +143,6 @@ for i = 1, limits do
         if old_tat and old_tat >= tat - tat % 1000000 then expiry = 'k' end
       end
     end
-
   elseif alg == 'f' then
     -- Fixed.Charge: the count of now's window, zero if the state is of an
     -- earlier one.
@@ -164,7 +163,6 @@ for i = 1, limits do
       new_state = fmt('%d %d', start, count + amount)
       if same_window then expiry = 'k' end
     end
-
   elseif alg == 's' then
     -- Sliding.Roll: the counts as seen at now.
     local start = now - fmod(now, p)
@@ -212,7 +210,6 @@ for i = 1, limits do
       remaining = math.max(0, n - estimate)
       if cur > 0 then reset_after = start + 2 * p - now elseif prev > 0 then reset_after = start + p - now end
     end
-
   else -- 'l'
     -- Log.Prune then Log.Check; the second pass (write) adds the entry.
     L = L or lib()
@@ -248,7 +245,6 @@ for i = 1, limits do
       if last then reset_after = last + p - now end
       remaining = n - total
     end
-
   end
   if not next_shares then key_index = key_index + 1 end
   life = ends - now
@@ -364,7 +360,6 @@ if not all_allowed then
         end
         used, remaining = count, n - count
         if count > 0 then reset_after = start + p - now end
-
       elseif alg == 's' then
         -- Sliding.Peek.
         local start = now - fmod(now, p)
@@ -382,7 +377,6 @@ if not all_allowed then
         if prev > 0 then used = cur + L.muldiv(prev, p - (now - start), p) end
         remaining = math.max(0, n - used)
         if cur > 0 then reset_after = start + 2 * p - now elseif prev > 0 then reset_after = start + p - now end
-
       elseif alg == 'g' then
         -- GCRA.Peek.
         local interval = L.idiv(p + n - 1, n)
@@ -390,7 +384,6 @@ if not all_allowed then
         if ahead < 0 then ahead = 0 end
         if ahead > 0 then used = L.idiv(ahead + interval - 1, interval) end
         remaining, reset_after = L.idiv(n * interval - ahead, interval), ahead
-
       else
         -- Log.Prune then Log.Peek.
         local total = log_total
@@ -400,7 +393,6 @@ if not all_allowed then
           if total > 0 and last then reset_after = last + p - now end
         end
         used, remaining = total, n - total
-
       end
       out[i] = fmt('1 %d %d 0', remaining, reset_after)
     end
@@ -459,7 +451,6 @@ for i = 1, limits do
     redis.call('ZADD', key, window_text, receipt_id .. '.' .. fmt('%d', i - 1) .. '.' .. ARGV[arg + 4])
     redis.call('SET', total_key, new_state, 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
-
   end
   if write_value then
     if write_keep then

@@ -148,6 +148,5 @@ local function lib()
     return tonumber(last[2])
   end
 
-
   return L
 end

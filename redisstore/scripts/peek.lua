@@ -55,7 +55,6 @@ for i = 1, limits do
     end
     used, remaining = count, n - count
     if count > 0 then reset_after = start + p - now end
-
   elseif alg == 's' then
     -- Sliding.Peek.
     local start = now - fmod(now, p)
@@ -73,7 +72,6 @@ for i = 1, limits do
     if prev > 0 then used = cur + L.muldiv(prev, p - (now - start), p) end
     remaining = math.max(0, n - used)
     if cur > 0 then reset_after = start + 2 * p - now elseif prev > 0 then reset_after = start + p - now end
-
   elseif alg == 'g' then
     -- GCRA.Peek.
     local interval = L.idiv(p + n - 1, n)
@@ -81,7 +79,6 @@ for i = 1, limits do
     if ahead < 0 then ahead = 0 end
     if ahead > 0 then used = L.idiv(ahead + interval - 1, interval) end
     remaining, reset_after = L.idiv(n * interval - ahead, interval), ahead
-
   else
     -- A sliding log's second key is its total.
     local log_key, log_total = key, tonumber(redis.call('GET', KEYS[key_index])) or 0
@@ -94,7 +91,6 @@ for i = 1, limits do
       if total > 0 and last then reset_after = last + p - now end
     end
     used, remaining = total, n - total
-
   end
   out[#out + 1] = used
   out[#out + 1] = remaining

@@ -204,7 +204,6 @@ for rule = 1, math.max(rules, 1) do
         if units > amount then units = amount end
         if tat == now then new_state = false else new_state = fmt('%d', tat) end
       end
-
     -- The windows give back units in the window their state holds, never
     -- rolling it to a later one: a charge that then found the state in its
     -- own window would keep the key's expiry (KEEPTTL), which was set for
@@ -223,7 +222,6 @@ for rule = 1, math.max(rules, 1) do
           outcome = RESTORED
         end
       end
-
     elseif alg == 's' then
       -- Sliding.Refund: units of the window the state holds or the one before,
       -- never rolling the state to a later window.
@@ -245,7 +243,6 @@ for rule = 1, math.max(rules, 1) do
           outcome = RESTORED
         end
       end
-
     else -- 'l'
       -- Log.Prune then Log.Remove of the charge's entry.
       local total = tonumber(total_state)
@@ -262,7 +259,6 @@ for rule = 1, math.max(rules, 1) do
         end
         redis.call('SET', total_key, fmt('%d', total), 'KEEPTTL')
       end
-
     end
     -- Write the state back, keeping the key's expiry: a shared key once,
     -- after its last charge.

@@ -98,6 +98,12 @@ func Generate(fsys fs.FS) (map[string]string, error) {
 			}
 		}
 	}
+	for name, sec := range sections {
+		for len(sec) > 0 && strings.TrimSpace(sec[len(sec)-1]) == "" {
+			sec = sec[:len(sec)-1] // the blank lines between sections
+		}
+		sections[name] = sec
+	}
 	used := map[string]bool{}
 	out := map[string]string{}
 	for script, tmpl := range Scripts {
