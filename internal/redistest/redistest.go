@@ -339,8 +339,39 @@ func (g *SentinelGroup) Failover() {
 	}
 	waitInfo(g.t, g.Sentinel.Addr(), "sentinel", fmt.Sprintf("name=%s,status=ok,address=%s,", MasterSet, g.Replica.Addr()))
 	waitInfo(g.t, g.Replica.Addr(), "replication", "role:master")
-	waitInfo(g.t, g.Master.Addr(), "replication", "master_port:"+strconv.Itoa(g.Replica.port)+"\r\n")
+	// The Sentinel turns the old master into a replica of the new one when
+	// it next reads its INFO, about 10 s on; on a starved machine that can
+	// take longer than a test waits. Past sentinelReconfig, send the old
+	// master the command the Sentinel would (REPLICAOF the new master), which
+	// ends in the same state.
+	want := "master_port:" + strconv.Itoa(g.Replica.port) + "\r\n"
+	if !pollInfo(g.Master.Addr(), "replication", want, sentinelReconfig) {
+		host, port, _ := net.SplitHostPort(g.Replica.Addr())
+		if _, err := Command(g.Master.Addr(), "REPLICAOF", host, port); err != nil {
+			g.t.Fatalf("redistest: REPLICAOF %s on the old master %s: %v", g.Replica.Addr(), g.Master.Addr(), err)
+		}
+	}
+	waitInfo(g.t, g.Master.Addr(), "replication", want)
 	g.Master, g.Replica = g.Replica, g.Master
+}
+
+// sentinelReconfig is how long Failover waits for the Sentinel to turn the
+// old master into a replica before doing it as the Sentinel would.
+const sentinelReconfig = 15 * time.Second
+
+// pollInfo reports whether INFO section on addr contains want within d.
+func pollInfo(addr, section, want string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		info, err := Command(addr, "INFO", section)
+		if err == nil && strings.Contains(info, want) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitInfo waits until INFO section on addr contains want.
