@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,28 +45,15 @@ func keys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // hash of a new API key for the user and prints the key as the only line on
 // stdout (logs go to stderr).
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
-	user := fs.String("user", "", "the user the key authenticates (required): 1 to 64 letters, digits, '.', '_', '-' or '@'")
-	db := fs.String("db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
-	var lf logFlags
-	lf.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	c := newDBCommand("keys create")
+	user := c.fs.String("user", "", "the user the key authenticates (required): 1 to 64 letters, digits, '.', '_', '-' or '@'")
+	if err := c.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := checkDB(*db); err != nil {
-		return usagef("taskd keys create: %v", err)
-	}
-	if *user == "" {
-		return usagef("taskd keys create: -user is required: taskd keys create -user NAME")
-	}
-	if err := auth.ValidUser(*user); err != nil {
-		return usagef("taskd keys create: -user: %v", err)
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
+	if err := c.requireUser(*user, "taskd keys create -user NAME"); err != nil {
 		return err
 	}
-	store, err := openTasks(ctx, *db)
+	log, store, err := c.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -83,26 +71,17 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // keys (of one user, or all) with their ids, creation, last use and
 // expiry. Keys themselves are never stored, so never shown.
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys list", flag.ContinueOnError)
-	user := fs.String("user", "", "list only this user's keys; empty: every user's")
-	db := fs.String("db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
-	var lf logFlags
-	lf.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	c := newDBCommand("keys list")
+	user := c.fs.String("user", "", "list only this user's keys; empty: every user's")
+	if err := c.parse(args, stderr); err != nil {
 		return err
-	}
-	if err := checkDB(*db); err != nil {
-		return usagef("taskd keys list: %v", err)
 	}
 	if *user != "" {
 		if err := auth.ValidUser(*user); err != nil {
 			return usagef("taskd keys list: -user: %v", err)
 		}
 	}
-	if _, err := lf.logger(stderr); err != nil {
-		return err
-	}
-	store, err := openTasks(ctx, *db)
+	_, store, err := c.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -148,17 +127,11 @@ const revokeDelay = "running servers stop accepting them within 1 minute (they t
 // keysRevoke is "taskd keys revoke -id KEY_ID[,KEY_ID...] | -user NAME
 // [-db DSN]": it deletes the keys and prints a line for each on stdout.
 func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys revoke", flag.ContinueOnError)
-	ids := fs.String("id", "", "the key ids to revoke, as taskd keys list shows them (k_ and 12 hex digits), separated by commas")
-	user := fs.String("user", "", "revoke every key of this user instead")
-	db := fs.String("db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
-	var lf logFlags
-	lf.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	c := newDBCommand("keys revoke")
+	ids := c.fs.String("id", "", "the key ids to revoke, as taskd keys list shows them (k_ and 12 hex digits), separated by commas")
+	user := c.fs.String("user", "", "revoke every key of this user instead")
+	if err := c.parse(args, stderr); err != nil {
 		return err
-	}
-	if err := checkDB(*db); err != nil {
-		return usagef("taskd keys revoke: %v", err)
 	}
 	if (*ids == "") == (*user == "") {
 		return usagef("taskd keys revoke: expected -id KEY_ID or -user NAME, one of them")
@@ -175,11 +148,7 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	} else if err := auth.ValidUser(*user); err != nil {
 		return usagef("taskd keys revoke: -user: %v", err)
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	store, err := openTasks(ctx, *db)
+	log, store, err := c.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -224,32 +193,19 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // creates a new key for the user, prints it as the only line on stdout,
 // and makes the user's other keys stop working after the grace period.
 func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
-	user := fs.String("user", "", "the user whose keys to rotate (required)")
-	grace := fs.Duration("grace", DefaultRotateGrace, "how long the user's old keys keep working, such as 24h or 30m; 0 ends them at once")
-	db := fs.String("db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
-	var lf logFlags
-	lf.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	c := newDBCommand("keys rotate")
+	user := c.fs.String("user", "", "the user whose keys to rotate (required)")
+	grace := c.fs.Duration("grace", DefaultRotateGrace, "how long the user's old keys keep working, such as 24h or 30m; 0 ends them at once")
+	if err := c.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := checkDB(*db); err != nil {
-		return usagef("taskd keys rotate: %v", err)
-	}
-	if *user == "" {
-		return usagef("taskd keys rotate: -user is required: taskd keys rotate -user NAME [-grace 24h]")
-	}
-	if err := auth.ValidUser(*user); err != nil {
-		return usagef("taskd keys rotate: -user: %v", err)
+	if err := c.requireUser(*user, "taskd keys rotate -user NAME [-grace 24h]"); err != nil {
+		return err
 	}
 	if *grace < 0 {
 		return usagef("taskd keys rotate: -grace %v: expected 0 or more, such as 24h", *grace)
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	store, err := openTasks(ctx, *db)
+	log, store, err := c.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -273,25 +229,69 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // migrate is "taskd migrate [-db DSN]": it brings the task database's schema
 // up to date (serve does it too on start).
 func migrate(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	db := fs.String("db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
-	var lf logFlags
-	lf.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	c := newDBCommand("migrate")
+	if err := c.parse(args, stderr); err != nil {
 		return err
 	}
-	if err := checkDB(*db); err != nil {
-		return usagef("taskd migrate: %v", err)
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	store, err := openTasks(ctx, *db)
+	log, store, err := c.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	log.Info("task database is up to date", "db", dbKind(*db))
+	log.Info("task database is up to date", "db", dbKind(c.db))
 	return nil
+}
+
+// dbCommand is what every command on the task database shares: its flag
+// set with -db and the log flags, their checks, the logger and the store.
+type dbCommand struct {
+	name string // such as "keys create"
+	fs   *flag.FlagSet
+	db   string
+	log  logFlags
+}
+
+func newDBCommand(name string) *dbCommand {
+	c := &dbCommand{name: name, fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	c.fs.StringVar(&c.db, "db", DefaultDB, `task database: "sqlite:PATH" or "postgres://…"`)
+	c.log.register(c.fs)
+	return c
+}
+
+// parse parses args into the command's flags and checks -db; the command
+// checks its own flags after.
+func (c *dbCommand) parse(args []string, stderr io.Writer) error {
+	if err := parseFlags(c.fs, args, stderr); err != nil {
+		return err
+	}
+	if err := checkDB(c.db); err != nil {
+		return usagef("taskd %s: %v", c.name, err)
+	}
+	return nil
+}
+
+// requireUser checks the value of a required -user flag; example shows the
+// command with it.
+func (c *dbCommand) requireUser(user, example string) error {
+	if user == "" {
+		return usagef("taskd %s: -user is required: %s", c.name, example)
+	}
+	if err := auth.ValidUser(user); err != nil {
+		return usagef("taskd %s: -user: %v", c.name, err)
+	}
+	return nil
+}
+
+// open returns the logger of the log flags and the task database, migrated;
+// the caller closes the store.
+func (c *dbCommand) open(ctx context.Context, stderr io.Writer) (*slog.Logger, tasks.Store, error) {
+	log, err := c.log.logger(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := openTasks(ctx, c.db)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, store, nil
 }
