@@ -44,12 +44,6 @@ func NewLimiter(store Store, rules ...Rule) (*Limiter, error) {
 	return l, nil
 }
 
-// Rules returns the limiter's rules. The slice must not be modified.
-func (l *Limiter) Rules() []Rule { return l.rules }
-
-// Store returns the limiter's store.
-func (l *Limiter) Store() Store { return l.store }
-
 // Check charges identity for one request against every rule, all or nothing.
 // When the request is allowed, the Decision's Receipt records the charge
 // for Refund.

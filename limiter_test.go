@@ -126,13 +126,18 @@ func TestNewLimiter(t *testing.T) {
 	}
 	r := taskRule
 	r.Limits = append(allowance.Limits(nil), taskRule.Limits...)
-	lim, err := allowance.NewLimiter(&failingStore{}, r)
+	store := memstore.New()
+	defer store.Close()
+	lim, err := allowance.NewLimiter(store, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Limits[0].Count = 99 // the limiter keeps its own copy
-	if got := lim.Rules()[0].Limits[0].Count; got != 3 {
-		t.Errorf("limiter's rule changed with the caller's slice: count %d", got)
+	r.Limits[0].Count = 99 // the limiter keeps its own copy: 3 a minute
+	for i := range 4 {
+		d, err := lim.Check(t.Context(), "alice")
+		if err != nil || d.Allowed != (i < 3) {
+			t.Fatalf("check %d: allowed %v, %v; want the 4th denied by the limiter's own 3/minute", i+1, d.Allowed, err)
+		}
 	}
 }
 

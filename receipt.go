@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/allowancehq/allowance/internal/algo"
@@ -58,22 +57,6 @@ type Charge struct {
 	// window start for FixedWindow and SlidingWindow, the time of the charge
 	// for SlidingLog, the TAT right after the charge for GCRA.
 	Window int64
-}
-
-// Increment is what a GCRA charge added to the TAT, in microseconds:
-// Amount * EmissionInterval(Limit). Zero for the other algorithms.
-func (c Charge) Increment() int64 {
-	if c.Algorithm != GCRA {
-		return 0
-	}
-	return c.Amount * EmissionInterval(c.Limit)
-}
-
-// Member returns the sliding-log member id of unit k (0 <= k < Amount) of the
-// i-th charge of receipt id: the receipt id, the charge index and the unit
-// index, in hex and decimal, such as "4f…e1.0.2". Unique per unit charged.
-func Member(id ReceiptID, i int, k int64) string {
-	return id.String() + "." + strconv.Itoa(i) + "." + strconv.FormatInt(k, 10)
 }
 
 // Receipt records exactly what one allowed check charged, so that it can be

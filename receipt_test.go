@@ -406,7 +406,7 @@ func TestNewReceiptErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Len() != 2 || r.Charge(1).Increment() != 2*12_000_000 || r.Charge(0).Increment() != 0 {
+	if r.Len() != 2 || r.Charge(1).Amount != 2 || r.Charge(1).Algorithm != allowance.GCRA || r.Charge(0).Amount != 1 {
 		t.Fatalf("receipt %+v", r.Charges())
 	}
 }
@@ -424,9 +424,6 @@ func TestReceiptID(t *testing.T) {
 		if _, err := allowance.ParseReceiptID(bad); err == nil || !strings.Contains(err.Error(), "expected 32 hex digits") {
 			t.Errorf("ParseReceiptID(%q) = %v", bad, err)
 		}
-	}
-	if m := allowance.Member(allowance.ReceiptID{0xab}, 2, 7); m != "ab000000000000000000000000000000.2.7" {
-		t.Errorf("Member = %q", m)
 	}
 }
 

@@ -85,14 +85,6 @@ func (a *Algorithm) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// EmissionInterval returns GCRA's emission interval for l in microseconds: the
-// time one unit takes to flow back into the bucket, ceil(P/N). GCRA admits a
-// burst of N*EmissionInterval microseconds' worth of units.
-func EmissionInterval(l Limit) int64 {
-	p := l.Period.Microseconds()
-	return (p + l.Count - 1) / l.Count
-}
-
 // Limits of a rule and of a rule set. They bound the work one check does and
 // the size of a receipt.
 const (

@@ -105,19 +105,3 @@ func TestAlgorithmNames(t *testing.T) {
 		t.Error("an unknown algorithm marshals")
 	}
 }
-
-func TestEmissionInterval(t *testing.T) {
-	for _, tc := range []struct {
-		l    Limit
-		want int64
-	}{
-		{Limit{10, 10 * time.Second}, 1_000_000},
-		{Limit{3, 10 * time.Second}, 3_333_334},
-		{Limit{MaxCount, time.Second}, 1},
-		{Limit{1, MaxPeriod}, MaxPeriod.Microseconds()},
-	} {
-		if got := EmissionInterval(tc.l); got != tc.want {
-			t.Errorf("EmissionInterval(%v) = %d, want %d", tc.l, got, tc.want)
-		}
-	}
-}

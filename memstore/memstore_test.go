@@ -40,7 +40,8 @@ func TestSweep(t *testing.T) {
 	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0), memstore.WithReceiptKeys(keys))
 	defer s.Close()
 	for _, alg := range allowance.Algorithms() {
-		lim, err := allowance.NewLimiter(s, rule(alg, "5/minute; 10/hour"))
+		rules := []allowance.Rule{rule(alg, "5/minute; 10/hour")}
+		lim, err := allowance.NewLimiter(s, rules...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +56,7 @@ func TestSweep(t *testing.T) {
 				}
 			}
 		}
-		u := allowance.Request{ID: allowance.NewReceiptID(), Identity: "void", Rules: lim.Rules()}
+		u := allowance.Request{ID: allowance.NewReceiptID(), Identity: "void", Rules: rules}
 		r := allowance.UncertainReceipt(u)
 		keys.Sign(&r)
 		if _, err := lim.Refund(ctx, &r); err != nil {
@@ -182,7 +183,8 @@ func TestVoidedIDNotChosen(t *testing.T) {
 	keys := allowance.RandomReceiptKeys()
 	s := memstore.New(memstore.WithSweepInterval(0), memstore.WithReceiptKeys(keys))
 	defer s.Close()
-	lim, err := allowance.NewLimiter(s, rule(allowance.FixedWindow, "10/minute"))
+	rules := []allowance.Rule{rule(allowance.FixedWindow, "10/minute")}
+	lim, err := allowance.NewLimiter(s, rules...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestVoidedIDNotChosen(t *testing.T) {
 	}
 	next := d.Receipt.ID
 	binary.BigEndian.PutUint64(next[8:], binary.BigEndian.Uint64(next[8:])+1)
-	void := allowance.UncertainReceipt(allowance.Request{ID: next, Identity: "alice", Rules: lim.Rules()})
+	void := allowance.UncertainReceipt(allowance.Request{ID: next, Identity: "alice", Rules: rules})
 	keys.Sign(&void)
 	if res, err := lim.Refund(ctx, &void); err != nil || res.Outcome() != allowance.NotCharged {
 		t.Fatalf("voiding %s: %v, %v; want not_charged", next, res.Outcome(), err)
@@ -216,11 +218,12 @@ func TestUnverified(t *testing.T) {
 	a, b := memstore.New(memstore.WithSweepInterval(0)), memstore.New(memstore.WithSweepInterval(0))
 	defer a.Close()
 	defer b.Close()
-	la, err := allowance.NewLimiter(a, rule(allowance.GCRA, "10/minute"))
+	r := rule(allowance.GCRA, "10/minute")
+	la, err := allowance.NewLimiter(a, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb, err := allowance.NewLimiter(b, la.Rules()...)
+	lb, err := allowance.NewLimiter(b, r)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,15 +157,21 @@ var clientKinds = []clientKind{
 // is a rare event; with 3/minute it happened in about one run in 60.
 func limiter(t *testing.T, s allowance.Store, alg allowance.Algorithm) *allowance.Limiter {
 	t.Helper()
-	ls, err := allowance.ParseLimits("3/hour; 10/day")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := allowance.NewLimiter(s, allowance.Rule{Name: "submit", Limits: ls, Algorithm: alg})
+	l, err := allowance.NewLimiter(s, submitRules(t, alg)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// submitRules are the rules of limiter: "submit", 3/hour and 10/day.
+func submitRules(t *testing.T, alg allowance.Algorithm) []allowance.Rule {
+	t.Helper()
+	ls, err := allowance.ParseLimits("3/hour; 10/day")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []allowance.Rule{{Name: "submit", Limits: ls, Algorithm: alg}}
 }
 
 func used(t *testing.T, l *allowance.Limiter, id string) int64 {
@@ -251,7 +257,7 @@ func TestUncertainRequestLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.mode.Store(dropRequest)
-			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: l.Rules()}
+			req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "bob", Rules: submitRules(t, allowance.SlidingWindow)}
 			d, err := chargeStore(ctx, s, req)
 			p.mode.Store(pass)
 			if !errors.Is(err, allowance.ErrUncertain) {
@@ -286,7 +292,7 @@ func TestChargeIsNotRepeated(t *testing.T) {
 	addr := redistest.Server(t)
 	s := clientKinds[0].open(t, addr, redisstore.WithPrefix(freshPrefix()))
 	l := limiter(t, s, allowance.FixedWindow)
-	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "carol", Rules: l.Rules()}
+	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "carol", Rules: submitRules(t, allowance.FixedWindow)}
 	ctx := context.Background()
 	if d, err := chargeStore(ctx, s, req); err != nil || !d.Allowed {
 		t.Fatalf("first charge: %v %v", d.Allowed, err)

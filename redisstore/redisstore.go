@@ -55,6 +55,7 @@ import (
 	"time"
 
 	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/algo"
 )
 
 // DefaultPrefix starts every key unless WithPrefix says otherwise.
@@ -344,7 +345,7 @@ func (s *Store) Refund(ctx context.Context, receipt *allowance.Receipt, guards [
 			// without.
 			x := c.Limit.Period.Microseconds()
 			if c.Algorithm == allowance.GCRA {
-				x = allowance.EmissionInterval(c.Limit)
+				x = algo.EmissionInterval(c.Limit.Count, x)
 			}
 			code := algCode(c.Algorithm)
 			if sh && i > 0 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/algo"
 )
 
 // Codes of the charge script's one-value replies.
@@ -151,7 +152,7 @@ func parseGCRA(reply string, r ints, m int, d *allowance.Decision) error {
 			if !ok {
 				return fmt.Errorf("script returned %q; expected %d integers", reply, 3+m)
 			}
-			t := allowance.EmissionInterval(l)
+			t := algo.EmissionInterval(l.Count, l.Period.Microseconds())
 			tau := l.Count * t
 			reset := tat - now
 			if reset < 0 || reset > tau {

@@ -217,13 +217,16 @@ func refundChecked(e *env, c *charged, exact bool) {
 			live = now < ch.Window+2*p
 		case allowance.GCRA:
 			live = now < ch.Window && before[i].ResetAfter > 0
-			inc := time.Duration(ch.Increment()) * us
+			// What the charge added to the TAT: amount emission intervals.
+			n, p := ch.Limit.Count, ch.Limit.Period.Microseconds()
+			incµs := ch.Amount * ((p + n - 1) / n)
+			inc := time.Duration(incµs) * us
 			want := before[i].ResetAfter
 			if live {
 				want = max(0, want-inc)
 			}
 			if after[i].ResetAfter != want {
-				t.Fatalf("GCRA refund of charge %d (%d µs): time to a full bucket %v, then %v; want %v", i, ch.Increment(), before[i].ResetAfter, after[i].ResetAfter, want)
+				t.Fatalf("GCRA refund of charge %d (%d µs): time to a full bucket %v, then %v; want %v", i, incµs, before[i].ResetAfter, after[i].ResetAfter, want)
 			}
 		}
 		switch {
