@@ -194,7 +194,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.submits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "taskd_task_submits_total",
-		Help: "Task submissions (POST /v1/tasks) that reached the handler, by outcome: accepted, conflict (the user has an active task), invalid (400/413) or error.",
+		Help: "Task submissions (POST /v1/tasks) that reached the handler, by outcome: accepted, conflict (the user has an active task), invalid (400, 413, 415) or error.",
 	}, []string{"outcome"})
 	if err := o.Registry.Register(s.submits); err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
