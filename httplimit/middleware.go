@@ -319,7 +319,7 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 	if ctx.Err() != nil {
 		// The client is gone; there is no one to answer.
 		if uncertain {
-			st.void("check failed, client gone")
+			st.settle("check failed, client gone")
 		}
 		return
 	}
@@ -334,7 +334,7 @@ func (m *Middleware) storeFailed(w http.ResponseWriter, r *http.Request, next ht
 	m.log.ErrorContext(ctx, "rate limit store failed; answering 503 (fail closed)",
 		"user", id, "rules", st.set.names, "error", err)
 	if uncertain {
-		st.void("check failed, request not served")
+		st.settle("check failed, request not served")
 	}
 	w.Header().Set("Retry-After", "1")
 	writeProblem(w, r, problem{Status: http.StatusServiceUnavailable, Detail: "The rate limiter is unavailable; try again shortly."})

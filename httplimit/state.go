@@ -72,7 +72,7 @@ func (st *state) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 // handler wrote its status, there is nothing left to do.
 func (st *state) done() {
 	if st.d.Receipt.Uncertain() {
-		st.void("served unlimited (fail open)")
+		st.settle("served unlimited (fail open)")
 	}
 	if st.wrote {
 		return
@@ -83,33 +83,28 @@ func (st *state) done() {
 }
 
 // aborted ends a handler that panicked: the server produced no response,
-// so the charge is given back (off the request path, unguarded).
+// so the charge is given back.
 func (st *state) aborted() {
 	st.mu.Lock()
 	st.wrote = true
+	st.mu.Unlock()
+	st.settle("handler panicked")
+}
+
+// settle hands the request's charge to the settlement queue, once, without
+// the refund guards (the server, not the client, failed): as a void when
+// its outcome is unknown, else as a refund.
+func (st *state) settle(reason string) {
+	st.mu.Lock()
 	if st.refunded || st.d.Receipt.Len() == 0 {
 		st.mu.Unlock()
 		return
 	}
 	st.refunded = true
-	e := &settlement{r: st.d.Receipt, kind: kindRefund, reason: "handler panicked", since: time.Now()}
+	e := &settlement{r: st.d.Receipt, kind: kindRefund, reason: reason, since: time.Now()}
 	if e.r.Uncertain() {
 		e.kind = kindVoid
 	}
-	st.mu.Unlock()
-	st.m.settle.add(e)
-}
-
-// void hands the request's uncertain charge to the settlement queue, once,
-// without the refund guards: the store, not the client, failed.
-func (st *state) void(reason string) {
-	st.mu.Lock()
-	if st.refunded {
-		st.mu.Unlock()
-		return
-	}
-	st.refunded = true
-	e := &settlement{r: st.d.Receipt, kind: kindVoid, reason: reason, since: time.Now()}
 	st.mu.Unlock()
 	st.m.settle.add(e)
 }
