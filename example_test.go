@@ -119,3 +119,31 @@ func ExampleParseLimits() {
 	// 5/30 seconds; 100/day <nil>
 	// limit "10/fortnight": unknown time unit "fortnight"; expected second, minute, hour, day, month or year (or s, m, min, h, d)
 }
+
+// Requests of different sizes: each is charged its own cost, and a refund
+// gives that cost back. A cost no request could pass is an error.
+func ExampleLimiter_CheckN() {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	limits, _ := allowance.ParseLimits("1000/minute")
+	lim, _ := allowance.NewLimiter(store, allowance.Rule{Name: "rows", Limits: limits})
+
+	d, _ := lim.CheckN(ctx, "alice", 600)
+	fmt.Println(d.Allowed, d.Remaining)
+	denied, _ := lim.CheckN(ctx, "alice", 500)
+	fmt.Println(denied.Allowed, denied.Remaining)
+
+	// The export of the 600 rows failed on the server's side: give them back.
+	_, _ = lim.Refund(ctx, &d.Receipt)
+	again, _ := lim.CheckN(ctx, "alice", 500)
+	fmt.Println(again.Allowed, again.Remaining)
+
+	_, err := lim.CheckN(ctx, "alice", 5000)
+	fmt.Println(err)
+	// Output:
+	// true 400
+	// false 400
+	// true 500
+	// check: invalid cost: cost 5000 for rule "rows" exceeds its limit "1000/minute": no request of this cost could ever pass
+}

@@ -11,6 +11,11 @@ import (
 // empty identity would make every anonymous caller share one budget.
 var ErrNoIdentity = errors.New("identity is empty")
 
+// ErrInvalidCost is wrapped by the error of a check whose cost no request
+// could be charged: zero or negative, or more than the smallest count of a
+// rule's limits. Nothing is charged.
+var ErrInvalidCost = errors.New("invalid cost")
+
 // Limiter checks one identity at a time against a fixed set of rules kept in a
 // Store, and refunds the receipts of its checks. It is safe for concurrent use
 // and cheap: make one per set of rules that are charged together.
@@ -65,22 +70,103 @@ func (l *Limiter) Check(ctx context.Context, identity string) (out Decision, err
 	return
 }
 
-// CheckInto is Check writing the Decision to d, which it overwrites. It
-// neither allocates (for up to four limits in all) nor copies the Decision:
-// the store fills d in place. d escapes, so it belongs in something already on
-// the heap, such as a request's state.
-func (l *Limiter) CheckInto(ctx context.Context, identity string, d *Decision) error {
-	if identity == "" {
+// CheckN is Check for a request that costs n units: every limit of every rule
+// is charged n in place of the rule's Cost, and a refund gives n back. n must
+// be between 1 and the smallest count of the rules' limits; otherwise the
+// error wraps ErrInvalidCost and nothing is charged. Use it when requests
+// differ in size: bytes, tokens, rows.
+func (l *Limiter) CheckN(ctx context.Context, identity string, n int64) (Decision, error) {
+	if err := l.validCost(n); err != nil {
+		return Decision{}, err
+	}
+	d := l.decisions.Get().(*Decision)
+	err := l.charge(ctx, Request{Identity: identity, Rules: l.rules, Cost: n}, d)
+	out := *d
+	l.decisions.Put(d)
+	return out, err
+}
+
+// CheckCostsInto is CheckInto for a request with a cost per rule: costs[k],
+// when not zero, is what the request charges each limit of the limiter's
+// k-th rule, in place of the rule's Cost. costs is nil or has one entry per
+// rule. A cost must be between 1 and the smallest count of its rule's
+// limits; otherwise the error wraps ErrInvalidCost and nothing is charged.
+// The receipt records the costs: costs may be reused once it returns.
+func (l *Limiter) CheckCostsInto(ctx context.Context, identity string, costs []int64, d *Decision) error {
+	if err := l.validCosts(costs); err != nil {
+		*d = Decision{}
+		return err
+	}
+	return l.charge(ctx, Request{Identity: identity, Rules: l.rules, Costs: costs}, d)
+}
+
+// charge makes the check of req into d.
+func (l *Limiter) charge(ctx context.Context, req Request, d *Decision) error {
+	if req.Identity == "" {
 		*d = Decision{}
 		return ErrNoIdentity
 	}
 	// The store chooses the receipt's ID: it can do so more cheaply than a
 	// random one (memstore counts them under the lock it takes anyway).
-	if err := l.store.Charge(ctx, Request{Identity: identity, Rules: l.rules}, d); err != nil {
+	if err := l.store.Charge(ctx, req, d); err != nil {
 		failedCheck(d, err)
 		return err
 	}
 	return nil
+}
+
+// validCost checks a cost for every rule.
+func (l *Limiter) validCost(n int64) error {
+	if n <= 0 {
+		return fmt.Errorf("check: %w: cost %d; expected at least 1", ErrInvalidCost, n)
+	}
+	for k := range l.rules {
+		if err := l.validRuleCost(k, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validRuleCost checks a cost for the k-th rule.
+func (l *Limiter) validRuleCost(k int, c int64) error {
+	r := &l.rules[k]
+	if c < 0 {
+		return fmt.Errorf("check: %w: cost %d for rule %q is negative; expected at least 1", ErrInvalidCost, c, r.Name)
+	}
+	for _, lim := range r.Limits {
+		if c > lim.Count {
+			return fmt.Errorf("check: %w: cost %d for rule %q exceeds its limit %q: no request of this cost could ever pass", ErrInvalidCost, c, r.Name, lim)
+		}
+	}
+	return nil
+}
+
+// validCosts checks costs against the limiter's rules.
+func (l *Limiter) validCosts(costs []int64) error {
+	if costs == nil {
+		return nil
+	}
+	if len(costs) != len(l.rules) {
+		return fmt.Errorf("check: %w: %d costs for %d rules; expected one per rule", ErrInvalidCost, len(costs), len(l.rules))
+	}
+	for k, c := range costs {
+		if c == 0 {
+			continue
+		}
+		if err := l.validRuleCost(k, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckInto is Check writing the Decision to d, which it overwrites. It
+// neither allocates (for up to four limits in all) nor copies the Decision:
+// the store fills d in place. d escapes, so it belongs in something already on
+// the heap, such as a request's state.
+func (l *Limiter) CheckInto(ctx context.Context, identity string, d *Decision) error {
+	return l.charge(ctx, Request{Identity: identity, Rules: l.rules}, d)
 }
 
 // failedCheck leaves in d, after the store failed, the store's uncertain

@@ -207,3 +207,83 @@ func TestCheckAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckCost: a check's own cost is charged in place of the rules' and
+// given back whole by a refund; an impossible cost is refused, naming the
+// cost and the rule, and charges nothing.
+func TestCheckCost(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	minute, _ := allowance.ParseLimits("10/minute")
+	hour, _ := allowance.ParseLimits("50/hour; 8/minute")
+	lim, err := allowance.NewLimiter(store,
+		allowance.Rule{Name: "minute", Limits: minute},
+		allowance.Rule{Name: "hour", Limits: hour, Cost: 2},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := lim.CheckN(ctx, "alice", 5)
+	if err != nil || !d.Allowed {
+		t.Fatalf("CheckN 5: %v, allowed %v", err, d.Allowed)
+	}
+	for i, c := range d.Receipt.Charges() {
+		if c.Amount != 5 {
+			t.Fatalf("charge %d (%s %s): amount %d, want 5", i, c.Rule, c.Limit, c.Amount)
+		}
+	}
+	if d.Remaining != 3 { // 8/minute is the tightest
+		t.Fatalf("remaining %d, want 3", d.Remaining)
+	}
+	if d, err := lim.CheckN(ctx, "alice", 4); err != nil || d.Allowed {
+		t.Fatalf("CheckN 4 with 3 left: %v, allowed %v; want denied", err, d.Allowed)
+	}
+
+	// Per rule: the first rule 1, the second its own Cost (2).
+	var one allowance.Decision
+	if err := lim.CheckCostsInto(ctx, "alice", []int64{1, 0}, &one); err != nil || !one.Allowed {
+		t.Fatalf("costs [1 0]: %v, allowed %v", err, one.Allowed)
+	}
+	if got := []int64{one.Receipt.Charge(0).Amount, one.Receipt.Charge(1).Amount}; got[0] != 1 || got[1] != 2 {
+		t.Fatalf("amounts %v, want [1 2]", got)
+	}
+
+	res, err := lim.Refund(ctx, &d.Receipt)
+	if err != nil || !res.Restored() {
+		t.Fatalf("refund: %v %+v", err, res)
+	}
+	for _, o := range res.Charges {
+		if o.Restored != 5 {
+			t.Fatalf("refund restored %d of %s, want 5", o.Restored, o.Charge.Rule)
+		}
+	}
+
+	for _, tc := range []struct {
+		name  string
+		check func() error
+		want  string
+	}{
+		{"zero", func() error { _, err := lim.CheckN(ctx, "bob", 0); return err }, "cost 0; expected at least 1"},
+		{"negative", func() error { _, err := lim.CheckN(ctx, "bob", -3); return err }, "cost -3; expected at least 1"},
+		{"above the smallest limit", func() error { _, err := lim.CheckN(ctx, "bob", 9); return err }, `cost 9 for rule "hour" exceeds its limit "8/minute"`},
+		{"negative per rule", func() error { var d allowance.Decision; return lim.CheckCostsInto(ctx, "bob", []int64{-1, 1}, &d) }, `cost -1 for rule "minute" is negative`},
+		{"too few", func() error { var d allowance.Decision; return lim.CheckCostsInto(ctx, "bob", []int64{1}, &d) }, "1 costs for 2 rules"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.check()
+			if !errors.Is(err, allowance.ErrInvalidCost) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v; want ErrInvalidCost saying %q", err, tc.want)
+			}
+		})
+	}
+	u, err := lim.Peek(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range u {
+		if x.Used != 0 {
+			t.Fatalf("refused checks charged bob: %+v", x)
+		}
+	}
+}

@@ -85,7 +85,12 @@ type Receipt struct {
 	ID       ReceiptID
 	Identity string
 
-	rules     []Rule // rules charged, in order; shared with the Limiter, never modified
+	rules []Rule // rules charged, in order; shared with the Limiter, never modified
+	// costs are the request's own costs of the first rules (Request.Cost
+	// and Costs), 0 for a rule's own; moreCosts those of the rules after,
+	// when any is set.
+	costs     [maxInlineCosts]int64
+	moreCosts *[]int64
 	uncertain bool
 	charged   bool  // the windows describe applied charges
 	tagged    bool  // decoded with a tag, which seal holds
@@ -128,12 +133,13 @@ func (r *Receipt) window(i int) int64 {
 	return (*r.more)[i-maxInline]
 }
 
-// ruleLimit returns the rule and the limit of the i-th limit of the rules.
-func (r *Receipt) ruleLimit(i int) (*Rule, Limit) {
+// ruleLimit returns the rule, its index and the limit of the i-th limit of
+// the rules.
+func (r *Receipt) ruleLimit(i int) (*Rule, int, Limit) {
 	for k := range r.rules {
 		rule := &r.rules[k]
 		if i < len(rule.Limits) {
-			return rule, rule.Limits[i]
+			return rule, k, rule.Limits[i]
 		}
 		i -= len(rule.Limits)
 	}
@@ -151,8 +157,48 @@ func (r *Receipt) Len() int {
 
 // Charge returns the i-th charge, 0 <= i < Len().
 func (r *Receipt) Charge(i int) Charge {
-	rule, l := r.ruleLimit(i)
-	return Charge{Rule: rule.Name, Limit: l, Algorithm: rule.Algorithm, Amount: rule.Amount(), Window: r.window(i)}
+	rule, k, l := r.ruleLimit(i)
+	return Charge{Rule: rule.Name, Limit: l, Algorithm: rule.Algorithm, Amount: r.amount(k), Window: r.window(i)}
+}
+
+// maxInlineCosts is how many rules' own costs a receipt holds without
+// allocating.
+const maxInlineCosts = 2
+
+// setCosts records the costs req sets for its rules.
+func (r *Receipt) setCosts(req *Request) {
+	if req.Cost == 0 && req.Costs == nil {
+		return
+	}
+	for k := range req.Rules {
+		c := req.cost(k)
+		if k < maxInlineCosts {
+			r.costs[k] = c
+			continue
+		}
+		if c == 0 && r.moreCosts == nil {
+			continue
+		}
+		if r.moreCosts == nil {
+			more := make([]int64, len(req.Rules)-maxInlineCosts)
+			r.moreCosts = &more
+		}
+		(*r.moreCosts)[k-maxInlineCosts] = c
+	}
+}
+
+// amount returns what the receipt charged each limit of its k-th rule.
+func (r *Receipt) amount(k int) int64 {
+	var c int64
+	if k < maxInlineCosts {
+		c = r.costs[k]
+	} else if r.moreCosts != nil {
+		c = (*r.moreCosts)[k-maxInlineCosts]
+	}
+	if c != 0 {
+		return c
+	}
+	return r.rules[k].Amount()
 }
 
 // Charges returns every charge of the receipt.
@@ -268,6 +314,7 @@ const maxWindow = 253402300799 * 1_000_000
 // that failed with ErrUncertain. Unsigned, it is refused as Unverified.
 func UncertainReceipt(req Request) Receipt {
 	r := Receipt{ID: req.ID, Identity: req.Identity, rules: req.Rules, uncertain: true}
+	r.setCosts(&req)
 	n := 0
 	for _, rule := range req.Rules {
 		n += len(rule.Limits)
@@ -638,7 +685,7 @@ func (r *Receipt) appendContent(b []byte, v byte, id ReceiptID, identity string)
 	i := 0
 	for k := range r.rules {
 		rule := &r.rules[k]
-		amount := uint64(rule.Amount())
+		amount := uint64(r.amount(k))
 		for _, l := range rule.Limits {
 			if i == int(r.n) {
 				return b

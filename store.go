@@ -71,6 +71,34 @@ type Request struct {
 	// The Decision's receipt shares them, as the charges it describes: they
 	// must not be modified while it may be refunded or encoded.
 	Rules []Rule
+	// Cost, when not zero, is what this request charges each limit of every
+	// rule, in place of the rules' Cost (Limiter.CheckN).
+	Cost int64
+	// Costs, when not nil, holds one cost per rule, in the order of Rules,
+	// in place of Cost and the rule's Cost; a zero entry leaves them
+	// (Limiter.CheckCostsInto). Every cost is between 1 and the smallest
+	// count of its rule's limits: Limiter checks it. The receipt records
+	// the costs (Decision.Reset copies them), so Costs may be reused after
+	// Charge returns.
+	Costs []int64
+}
+
+// cost returns the cost the request sets for Rules[k], or 0 when it
+// leaves the rule's.
+func (r *Request) cost(k int) int64 {
+	if k < len(r.Costs) && r.Costs[k] != 0 {
+		return r.Costs[k]
+	}
+	return r.Cost
+}
+
+// Amount returns the units the request charges each limit of Rules[k]: its
+// cost from Costs or Cost, or else the rule's Amount.
+func (r *Request) Amount(k int) int64 {
+	if c := r.cost(k); c != 0 {
+		return c
+	}
+	return r.Rules[k].Amount()
 }
 
 // Guard is a rule's refund guard as a store sees it.
@@ -167,6 +195,7 @@ func (d *Decision) Reset(req Request) {
 	d.Receipt.ID = req.ID
 	d.Receipt.Identity = req.Identity
 	d.Receipt.rules = req.Rules
+	d.Receipt.setCosts(&req)
 }
 
 // SetLimit records the state of the i-th limit of the request (counting the
@@ -244,7 +273,7 @@ func (d *Decision) Len() int { return int(d.n) }
 // limits of every rule in order.
 func (d *Decision) State(i int) LimitState {
 	s := d.state(i)
-	r, l := d.Receipt.ruleLimit(i)
+	r, _, l := d.Receipt.ruleLimit(i)
 	return LimitState{Rule: r.Name, Limit: l, Allowed: d.allowed(i), Remaining: s.remaining, ResetAfter: s.resetAfter, RetryAfter: s.retryAfter}
 }
 

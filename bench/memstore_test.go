@@ -137,6 +137,24 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 					})
 				})
 			}
+			// The GCRA check with a cost of its own (CheckCostsInto), as
+			// httplimit makes it for a rule with a Cost function. The
+			// receipt copies the costs, so one slice serves every check.
+			b.Run("impl=memstore-gcra-cost", func(b *testing.B) {
+				store := memstore.New()
+				defer store.Close()
+				lim, err := allowance.NewLimiter(store, rule(allowance.GCRA))
+				if err != nil {
+					b.Fatal(err)
+				}
+				costs := []int64{3}
+				runDecisions(b, keys, func(key string, st *state) bool {
+					if err := lim.CheckCostsInto(ctx, key, costs, &st.d); err != nil {
+						b.Error(err)
+					}
+					return st.d.Allowed
+				})
+			})
 			// The same check through Check, which returns the Decision by
 			// value: one GCRA case shows what the copy costs.
 			b.Run("impl=memstore-gcra-by-value", func(b *testing.B) {

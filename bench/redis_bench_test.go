@@ -106,6 +106,14 @@ func checkOp(l *allowance.Limiter) func(ctx context.Context, key string) error {
 	}
 }
 
+// checkCostOp is checkOp for requests of cost 3 (CheckN).
+func checkCostOp(l *allowance.Limiter) func(ctx context.Context, key string) error {
+	return func(ctx context.Context, key string) error {
+		_, err := l.CheckN(ctx, key, 3)
+		return err
+	}
+}
+
 func checkRefundOp(l *allowance.Limiter) func(ctx context.Context, key string) error {
 	return func(ctx context.Context, key string) error {
 		d, err := l.Check(ctx, key)
@@ -185,6 +193,7 @@ func BenchmarkRedis(b *testing.B) {
 		}},
 		{"allowance-rueidis-1limit", checkOp(redisLimiter(b, storeRueidis, 1))},
 		{"allowance-rueidis-1limit-notrace", checkOp(redisLimiter(b, storeNoTrace, 1))},
+		{"allowance-rueidis-1limit-cost", checkCostOp(redisLimiter(b, storeRueidis, 1))},
 		{"allowance-rueidis-3limits", checkOp(redisLimiter(b, storeRueidis, 3))},
 		{"allowance-rueidis-3limits-refund", checkRefundOp(redisLimiter(b, storeRueidis, 3))},
 		{"allowance-goredis-1limit", checkOp(redisLimiter(b, storeGoRedis, 1))},

@@ -45,6 +45,17 @@ type Rule struct {
 	// request that matches several rules fails open only when all of them
 	// do.
 	FailOpen bool
+
+	// Cost, when set, computes what the request costs this rule's limits,
+	// in place of the rule's fixed Cost: its size in bytes or rows, the
+	// tokens it may use. It must return 1 to the smallest count of the
+	// rule's limits, or 0 for the rule's Cost. An error is the client's:
+	// the request is answered 400 Bad Request with the error's text, and
+	// so is a cost out of range, since no request of that cost could ever
+	// pass. Nothing is charged then. Cost runs before the check, on every
+	// request the rule matches; it must not read the body unless the
+	// handler can still read it afterwards.
+	Cost func(r *http.Request) (int64, error)
 }
 
 // Anonymous says what the middleware does with a request whose KeyFunc finds
@@ -287,8 +298,18 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	if m.met.timed {
 		start = time.Now()
 	}
+	costs, err := set.costsOf(r, st.costs[:])
+	if err != nil {
+		m.log.DebugContext(r.Context(), "rate limit: invalid cost", "error", err)
+		writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: "The request's rate-limit cost is not acceptable: " + err.Error() + "."})
+		return
+	}
 	// The store fills the Decision in place, in the state, uncopied.
-	err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
+	if costs == nil {
+		err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
+	} else {
+		err = set.lim.CheckCostsInto(m.storeCtx(r.Context(), &st.call), id, costs, &st.d)
+	}
 	m.met.storeCall("check", start)
 	if err != nil {
 		m.storeFailed(w, r, next, st, id, err)

@@ -3,6 +3,8 @@ package httplimit
 import (
 	"fmt"
 	"math/bits"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,6 +27,40 @@ type ruleSet struct {
 	policy []string   // the RateLimit-Policy value, length and capacity 1
 
 	checks [][len(checkOutcomes)]func() // per rule
+
+	// costFns holds each rule's Rule.Cost, in the set's order, when any
+	// rule has one; nil otherwise. least is each rule's smallest count.
+	costFns []func(*http.Request) (int64, error)
+	least   []int64
+}
+
+// costsOf returns the request's cost per rule of the set, in buf when it
+// has room, or nil when no rule computes one.
+func (rs *ruleSet) costsOf(r *http.Request, buf []int64) ([]int64, error) {
+	if rs.costFns == nil {
+		return nil, nil
+	}
+	var costs []int64
+	if n := len(rs.costFns); n <= len(buf) {
+		costs = buf[:n]
+		clear(costs)
+	} else {
+		costs = make([]int64, n)
+	}
+	for k, f := range rs.costFns {
+		if f == nil {
+			continue
+		}
+		c, err := f(r)
+		if err != nil {
+			return nil, fmt.Errorf("cost for rate limit %q: %w", rs.names[k], err)
+		}
+		if c < 0 || c > rs.least[k] {
+			return nil, fmt.Errorf("cost %d for rate limit %q is out of range: expected 1 to %d, the most one request can take", c, rs.names[k], rs.least[k])
+		}
+		costs[k] = c
+	}
+	return costs, nil
 }
 
 // statuses is a set of HTTP statuses 0 to 1023.
@@ -84,6 +120,15 @@ func (m *Middleware) newRuleSet(mask uint64) (*ruleSet, error) {
 			c[k] = m.met.obs.Checks(r.Name, o)
 		}
 		rs.checks = append(rs.checks, c)
+		rs.costFns = append(rs.costFns, r.Cost)
+		least := r.Limits[0].Count
+		for _, l := range r.Limits {
+			least = min(least, l.Count)
+		}
+		rs.least = append(rs.least, least)
+	}
+	if !slices.ContainsFunc(rs.costFns, func(f func(*http.Request) (int64, error)) bool { return f != nil }) {
+		rs.costFns = nil
 	}
 	lim, err := allowance.NewLimiter(m.store, rules...)
 	if err != nil {

@@ -20,13 +20,14 @@ type stateKey struct{}
 // this context), so that a request costs one allocation for all of it.
 type state struct {
 	context.Context
-	m    *Middleware
-	set  *ruleSet
-	d    allowance.Decision
-	w    respWriter
-	req  http.Request // the handler's request, whose Context is the state
-	hv   [3]string    // backing store of the dynamic header values
-	call callCtx      // the check's context
+	m     *Middleware
+	set   *ruleSet
+	d     allowance.Decision
+	w     respWriter
+	req   http.Request // the handler's request, whose Context is the state
+	hv    [3]string    // backing store of the dynamic header values
+	call  callCtx      // the check's context
+	costs [4]int64     // the request's costs per rule (Rule.Cost), when it has them
 
 	mu       sync.Mutex // guards the fields below and the headers once the handler runs
 	wrote    bool       // the status was written, or the handler returned: hands off the headers

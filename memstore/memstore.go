@@ -383,7 +383,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	}
 	r := &req.Rules[0]
 	l := r.Limits[0]
-	c := r.Amount()
+	c := req.Amount(0)
 	lim, kind := limitOf(r.Algorithm, l), limitSlot(r.Algorithm)
 	sh, h := s.locate(req.Identity)
 	now := s.micros()
@@ -452,7 +452,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 	i := 0
 	for ri := range req.Rules {
 		r := &req.Rules[ri]
-		c := r.Amount()
+		c := req.Amount(ri)
 		kind := limitSlot(r.Algorithm)
 		for _, l := range r.Limits {
 			k := find(id, r.Name, l, kind)
@@ -473,7 +473,7 @@ func (s *Store) chargeMany(req allowance.Request, d *allowance.Decision) error {
 		i = 0
 		for ri := range req.Rules {
 			r := &req.Rules[ri]
-			c := r.Amount()
+			c := req.Amount(ri)
 			kind := limitSlot(r.Algorithm)
 			for _, l := range r.Limits {
 				k := slots[i]

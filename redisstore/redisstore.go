@@ -251,7 +251,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	args = append(args, s.clockArg(), req.ID.String(), s.traceTTL)
 	for i := range req.Rules {
 		r := &req.Rules[i]
-		amount := strconv.FormatInt(r.Amount(), 10)
+		amount := strconv.FormatInt(req.Amount(i), 10)
 		keys = ruleKeys(keys, base, r)
 		for j, l := range r.Limits {
 			args = append(args, limitCode(r, j), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)

@@ -91,6 +91,52 @@ func (s *suite) testCost(t *testing.T) {
 	})
 }
 
+// testRequestCost charges requests that carry their own cost
+// (Request.Costs) against 10/minute, and refunds one through its encoding.
+func (s *suite) testRequestCost(t *testing.T) {
+	forEachAlgorithm(t, func(t *testing.T, alg allowance.Algorithm) {
+		e := s.env(t)
+		r := rule(t, "r", alg, "10/minute", 0)
+		e.clock.alignTo(time.Minute)
+		four := e.chargeCosts("alice", []int64{4}, r)
+		if !four.Allowed || four.Remaining != 6 {
+			t.Fatalf("cost 4: %s; want allowed with 6 remaining", describe(&four))
+		}
+		if c := four.Receipt.Charge(0); c.Amount != 4 {
+			t.Fatalf("receipt amount %d, want 4", c.Amount)
+		}
+		// A zero entry keeps the rule's cost, 1.
+		one := e.chargeCosts("alice", []int64{0}, r)
+		if !one.Allowed || one.Remaining != 5 || one.Receipt.Charge(0).Amount != 1 {
+			t.Fatalf("cost 0 (the rule's): %s, amount %d; want allowed with 5 remaining, amount 1", describe(&one), one.Receipt.Charge(0).Amount)
+		}
+		six := e.chargeCosts("alice", []int64{6}, r)
+		if six.Allowed || six.Remaining != 5 || six.RetryAfter <= 0 {
+			t.Fatalf("cost 6 with 5 left: %s; want denied, 5 remaining, a retry time", describe(&six))
+		}
+		// The receipt's encoding carries the cost, under its tag.
+		b, err := four.Receipt.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var decoded allowance.Receipt
+		if err := decoded.UnmarshalBinary(b); err != nil {
+			t.Fatal(err)
+		}
+		res := e.refund(&decoded)
+		if o := res.Charges[0]; o.Outcome != allowance.Restored || o.Restored != 4 {
+			t.Fatalf("refund of the cost-4 receipt: %s %d units; want restored 4", o.Outcome, o.Restored)
+		}
+		if u := e.peek("alice", r); u[0].Used != 1 || u[0].Remaining != 9 {
+			t.Fatalf("after the refund: used %d remaining %d; want 1, 9", u[0].Used, u[0].Remaining)
+		}
+		// Now six fits.
+		if d := e.chargeCosts("alice", []int64{6}, r); !d.Allowed || d.Remaining != 3 {
+			t.Fatalf("cost 6 after the refund: %s; want allowed with 3 remaining", describe(&d))
+		}
+	})
+}
+
 // testFixedWindowEdges charges at the last microsecond of a window and the
 // first of the next.
 func (s *suite) testFixedWindowEdges(t *testing.T) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -346,9 +347,29 @@ func (s *suite) testModelProperty(t *testing.T) {
 				switch op := rapid.IntRange(0, 5).Draw(rt, "op"); {
 				case op <= 1:
 					set := sets[rapid.IntRange(0, 2).Draw(rt, "rules")]
-					d := e.charge(id, set...)
+					// Half the charges carry their own cost per rule
+					// (Request.Costs), which the model takes as the
+					// rules' Cost: a cost in the request charges as a
+					// rule of that cost would.
+					var costs []int64
+					modelSet := set
+					if rapid.Bool().Draw(rt, "request costs") {
+						costs = make([]int64, len(set))
+						modelSet = slices.Clone(set)
+						for k := range set {
+							least := set[k].Limits[0].Count
+							for _, l := range set[k].Limits {
+								least = min(least, l.Count)
+							}
+							if rapid.IntRange(0, 3).Draw(rt, "keep rule cost") > 0 {
+								costs[k] = rapid.Int64Range(1, least).Draw(rt, "cost")
+								modelSet[k].Cost = costs[k]
+							}
+						}
+					}
+					d := e.chargeCosts(id, costs, set...)
 					rid := d.Receipt.ID
-					allowed, results, windows := m.charge(rid, set, now)
+					allowed, results, windows := m.charge(rid, modelSet, now)
 					if d.Allowed != allowed || d.Len() != len(results) {
 						rt.Fatalf("at %d: store %s; model allowed=%v with %d limits", now, describe(&d), allowed, len(results))
 					}

@@ -73,6 +73,7 @@ func Run(t *testing.T, f Factory, opts Options) {
 	}{
 		{"Admission", s.testAdmission},
 		{"Cost", s.testCost},
+		{"RequestCost", s.testRequestCost},
 		{"FixedWindowEdges", s.testFixedWindowEdges},
 		{"SlidingWindowEstimate", s.testSlidingWindowEstimate},
 		{"SlidingLogMovingWindow", s.testSlidingLogMovingWindow},
@@ -173,7 +174,14 @@ func (e *env) advance(d time.Duration) { e.clock.Advance(d) }
 // chooses, as Limiter.Check does, and checks that the id is set.
 func (e *env) charge(identity string, rules ...allowance.Rule) allowance.Decision {
 	e.t.Helper()
-	d, err := chargeStore(e.ctx, e.store, allowance.Request{Identity: identity, Rules: rules})
+	return e.chargeCosts(identity, nil, rules...)
+}
+
+// chargeCosts is charge for a request with its own cost per rule
+// (Request.Costs).
+func (e *env) chargeCosts(identity string, costs []int64, rules ...allowance.Rule) allowance.Decision {
+	e.t.Helper()
+	d, err := chargeStore(e.ctx, e.store, allowance.Request{Identity: identity, Rules: rules, Costs: costs})
 	if err != nil {
 		e.t.Fatalf("charge %q at %s: %v", identity, e.clock.Now().Format(time.RFC3339Nano), err)
 	}
