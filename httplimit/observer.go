@@ -25,12 +25,12 @@ const (
 
 // Refund outcomes, given to Observer.Refund.
 const (
-	refundRestored    = "restored"
-	refundWindowEnded = "window_ended"
-	refundDuplicate   = "duplicate"
-	refundDeclined    = "declined"
-	refundNotCharged  = "not_charged"
-	refundFailed      = "failed"
+	refundRestored        = "restored"
+	refundWindowEnded     = "window_ended"
+	refundAlreadyRefunded = "already_refunded"
+	refundDeclined        = "declined"
+	refundNotCharged      = "not_charged"
+	refundFailed          = "failed"
 )
 
 // refundLabel maps a store outcome to its metric and log name.
@@ -41,7 +41,7 @@ func refundLabel(o allowance.Outcome) string {
 	case allowance.WindowEnded:
 		return refundWindowEnded
 	case allowance.AlreadyRefunded:
-		return refundDuplicate
+		return refundAlreadyRefunded
 	case allowance.Declined:
 		return refundDeclined
 	case allowance.NotCharged:
@@ -62,7 +62,7 @@ type Observer interface {
 	// what it returns is called once per check.
 	Checks(rule, outcome string) func()
 	// Refund counts a charge of rule refunded with outcome (restored,
-	// window_ended, duplicate, declined, not_charged, failed, abandoned).
+	// window_ended, already_refunded, declined, not_charged, failed, abandoned).
 	Refund(rule, outcome string)
 	// StoreCall reports how long a store call took; op is check, refund
 	// or peek.

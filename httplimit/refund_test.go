@@ -149,8 +149,8 @@ func testRefunds(t *testing.T, f factory) {
 		if id, _ := r["receipt"].(string); len(id) != 32 {
 			t.Errorf("log receipt = %v; want a receipt id", r["receipt"])
 		}
-		if recs[1]["outcome"] != "duplicate" || e.refunds(t, "create-task", "duplicate") != 1 {
-			t.Errorf("second refund: log %v, duplicate count %v", recs[1], e.refunds(t, "create-task", "duplicate"))
+		if recs[1]["outcome"] != "already_refunded" || e.refunds(t, "create-task", "already_refunded") != 1 {
+			t.Errorf("second refund: log %v, already_refunded count %v", recs[1], e.refunds(t, "create-task", "already_refunded"))
 		}
 	})
 
@@ -166,8 +166,8 @@ func testRefunds(t *testing.T, f factory) {
 		if w := do(h, "POST", "/v1/tasks", "alice"); w.Header().Get("X-RateLimit-Remaining") != "5" {
 			t.Fatalf("remaining %q; want 5", w.Header().Get("X-RateLimit-Remaining"))
 		}
-		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "duplicate"); r != 1 || d != 0 {
-			t.Fatalf("restored %v duplicate %v; want 1 and 0", r, d)
+		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "already_refunded"); r != 1 || d != 0 {
+			t.Fatalf("restored %v already_refunded %v; want 1 and 0", r, d)
 		}
 		if n := len(e.logs.records(t, "rate limit refunded")); n != 1 {
 			t.Fatalf("%d refund logs; want 1", n)
@@ -192,8 +192,8 @@ func testRefunds(t *testing.T, f factory) {
 		if w := do(h, "POST", "/v1/tasks", "alice"); w.Header().Get("X-RateLimit-Remaining") != "5" {
 			t.Fatalf("remaining %q; want 5", w.Header().Get("X-RateLimit-Remaining"))
 		}
-		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "duplicate"); r != 1 || d != 19 {
-			t.Fatalf("restored %v duplicate %v; want 1 and 19", r, d)
+		if r, d := e.refunds(t, "create-task", "restored"), e.refunds(t, "create-task", "already_refunded"); r != 1 || d != 19 {
+			t.Fatalf("restored %v already_refunded %v; want 1 and 19", r, d)
 		}
 	})
 

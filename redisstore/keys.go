@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/allowancehq/allowance"
+	"github.com/allowancehq/allowance/internal/algo"
 )
 
 // maxRawIdentity is the longest identity, in bytes, kept readable (base64) in
@@ -39,19 +40,7 @@ func receiptKey(base string, id allowance.ReceiptID) string {
 }
 
 // algCode is the algorithm's letter in keys and script arguments.
-func algCode(a allowance.Algorithm) string {
-	switch a {
-	case allowance.FixedWindow:
-		return "f"
-	case allowance.SlidingWindow:
-		return "s"
-	case allowance.SlidingLog:
-		return "l"
-	case allowance.GCRA:
-		return "g"
-	}
-	return "?"
-}
+func algCode(a allowance.Algorithm) string { return algo.Kind(a).Letter() }
 
 // contCode is the algorithm's letter in upper case: in script arguments, a
 // limit whose state is the next part of the key of the limit before it.

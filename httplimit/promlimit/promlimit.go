@@ -11,7 +11,7 @@
 //   - allowance_http_checks_total{rule,outcome}: checks, by outcome
 //     (allowed, denied, error_open, error_closed);
 //   - allowance_http_refunds_total{rule,outcome}: refunded charges, by
-//     outcome (restored, window_ended, duplicate, declined, not_charged,
+//     outcome (restored, window_ended, already_refunded, declined, not_charged,
 //     failed, abandoned);
 //   - allowance_http_store_duration_seconds{op}: latency of the store
 //     calls, by operation (check, refund, peek);
@@ -58,7 +58,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"rule", "outcome"}),
 		refunds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allowance_http_refunds_total",
-			Help: "Refunded charges, by rule and outcome (restored, window_ended, duplicate, declined, not_charged; failed: RefundReceipt's store call failed, the caller retries; abandoned: a queued refund was given up).",
+			Help: "Refunded charges, by rule and outcome (restored, window_ended, already_refunded, declined, not_charged; failed: RefundReceipt's store call failed, the caller retries; abandoned: a queued refund was given up).",
 		}, []string{"rule", "outcome"}),
 		uncertain: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allowance_http_uncertain_total",

@@ -43,6 +43,19 @@ const (
 	KindGCRA                // allowance.GCRA
 )
 
+// letters are the algorithms' letters, by Kind.
+const letters = "fslg"
+
+// Letter returns the algorithm's letter, which names it in Redis keys and
+// in the scripts' arguments (the Lua fragment of each algorithm reads it):
+// "f", "s", "l" or "g", and "?" for an unknown Kind.
+func (k Kind) Letter() string {
+	if int(k) < len(letters) {
+		return letters[k : k+1]
+	}
+	return "?"
+}
+
 // Limit is a limit as the algorithms use it: N units per P µs, and for GCRA
 // the emission interval T, ceil(P/N) (zero for the other algorithms). Make
 // it with NewLimit, outside any lock: T is a division.

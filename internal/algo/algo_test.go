@@ -239,3 +239,12 @@ func TestRefunds(t *testing.T) {
 		}
 	})
 }
+
+// TestLetter: each algorithm's letter, which Redis keys hold, never changes.
+func TestLetter(t *testing.T) {
+	for k, want := range map[Kind]string{KindFixed: "f", KindSliding: "s", KindLog: "l", KindGCRA: "g", 4: "?"} {
+		if got := k.Letter(); got != want {
+			t.Errorf("Kind(%d).Letter() = %q, want %q", k, got, want)
+		}
+	}
+}
