@@ -14,6 +14,11 @@
 // arrival, and the handler refunds the receipt before it writes the 409, so
 // the user loses no attempt.
 //
+// A request costs its rule's Cost, 1 by default. When requests differ in
+// size (bytes, rows, tokens), [Limiter.CheckN] charges one its own cost, and
+// [Limiter.CheckCostsInto] one cost per rule; a refund gives back exactly
+// what was charged.
+//
 // [Limiter.Check] and [Limiter.Refund] return their results by value;
 // [Limiter.CheckInto] and [Limiter.RefundInto] fill a caller's, so that a
 // server that keeps them in a request's state copies nothing (and, over
