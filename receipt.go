@@ -211,7 +211,8 @@ func (r *Receipt) Charges() []Charge {
 }
 
 // Rules returns the rules the receipt charged. The slice must not be
-// modified.
+// modified. What each limit was charged is in Charges: a request may carry
+// its own cost in place of a rule's Cost (Limiter.CheckN).
 func (r *Receipt) Rules() []Rule { return r.rules }
 
 // Uncertain reports whether the receipt comes from a check whose outcome is
