@@ -16,8 +16,9 @@
 //
 // A request costs its rule's Cost, 1 by default. When requests differ in
 // size (bytes, rows, tokens), [Limiter.CheckN] charges one its own cost, and
-// [Limiter.CheckCostsInto] one cost per rule; a refund gives back exactly
-// what was charged.
+// [Limiter.CheckWith] one cost per rule; a refund gives back exactly what
+// was charged. [CheckOptions] also carries an idempotency key: a request
+// retried after a timeout or a lost response is charged once.
 //
 // [Limiter.Check] and [Limiter.Refund] return their results by value;
 // [Limiter.CheckInto] and [Limiter.RefundInto] fill a caller's, so that a

@@ -86,18 +86,69 @@ func (l *Limiter) CheckN(ctx context.Context, identity string, n int64) (Decisio
 	return out, err
 }
 
-// CheckCostsInto is CheckInto for a request with a cost per rule: costs[k],
-// when not zero, is what the request charges each limit of the limiter's
-// k-th rule, in place of the rule's Cost. costs is nil or has one entry per
-// rule. A cost must be between 1 and the smallest count of its rule's
-// limits; otherwise the error wraps ErrInvalidCost and nothing is charged.
-// The receipt records the costs: costs may be reused once it returns.
-func (l *Limiter) CheckCostsInto(ctx context.Context, identity string, costs []int64, d *Decision) error {
-	if err := l.validCosts(costs); err != nil {
+// CheckOptions are what a check may carry beyond its identity.
+type CheckOptions struct {
+	// Cost, when not zero, is what the request charges every limit of
+	// every rule, in place of the rules' Cost, as CheckN.
+	Cost int64
+	// Costs, when not nil, holds one cost per rule of the limiter, in
+	// their order, in place of Cost and the rule's Cost; a zero entry
+	// leaves them. The receipt records the costs: Costs may be reused once
+	// the check returns.
+	Costs []int64
+	// IdempotencyKey, when not empty, makes the check idempotent: a check
+	// of the same identity, rules and key made while the first one's
+	// charge counts (for the longest period of the rules) is not charged
+	// again but gets the first one's Decision back, receipt included,
+	// across every process that shares the store. A request retried after
+	// a timeout or a lost response is then charged once. Only an allowed
+	// check is remembered: a denied one charged nothing, so its repeat is
+	// judged afresh. The key is 1 to MaxIdempotencyKeyLen bytes of
+	// printable ASCII, such as a client's Idempotency-Key header; keys are
+	// per identity, so clients cannot collide with each other's.
+	IdempotencyKey string
+}
+
+// MaxIdempotencyKeyLen is the longest idempotency key, in bytes.
+const MaxIdempotencyKeyLen = 255
+
+// CheckWith is CheckInto with options: a cost of the request's own, per
+// rule or for all, and an idempotency key. A cost must be between 1 and
+// the smallest count of its rule's limits, and a key as CheckOptions says;
+// otherwise the error wraps ErrInvalidCost or ErrInvalidIdempotencyKey and
+// nothing is charged.
+func (l *Limiter) CheckWith(ctx context.Context, identity string, opts CheckOptions, d *Decision) error {
+	if opts.Cost != 0 {
+		if err := l.validCost(opts.Cost); err != nil {
+			*d = Decision{}
+			return err
+		}
+	}
+	if err := l.validCosts(opts.Costs); err != nil {
 		*d = Decision{}
 		return err
 	}
-	return l.charge(ctx, Request{Identity: identity, Rules: l.rules, Costs: costs}, d)
+	if err := validIdempotencyKey(opts.IdempotencyKey); err != nil {
+		*d = Decision{}
+		return err
+	}
+	return l.charge(ctx, Request{Identity: identity, Rules: l.rules, Cost: opts.Cost, Costs: opts.Costs, IdempotencyKey: opts.IdempotencyKey}, d)
+}
+
+// ErrInvalidIdempotencyKey is wrapped by the error of a check whose
+// idempotency key is too long or holds other bytes than printable ASCII.
+var ErrInvalidIdempotencyKey = errors.New("invalid idempotency key")
+
+func validIdempotencyKey(k string) error {
+	if len(k) > MaxIdempotencyKeyLen {
+		return fmt.Errorf("check: %w: %d bytes; expected at most %d", ErrInvalidIdempotencyKey, len(k), MaxIdempotencyKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return fmt.Errorf("check: %w: byte %d is %#x; expected printable ASCII", ErrInvalidIdempotencyKey, i, k[i])
+		}
+	}
+	return nil
 }
 
 // charge makes the check of req into d.

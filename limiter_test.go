@@ -242,7 +242,7 @@ func TestCheckCost(t *testing.T) {
 
 	// Per rule: the first rule 1, the second its own Cost (2).
 	var one allowance.Decision
-	if err := lim.CheckCostsInto(ctx, "alice", []int64{1, 0}, &one); err != nil || !one.Allowed {
+	if err := lim.CheckWith(ctx, "alice", allowance.CheckOptions{Costs: []int64{1, 0}}, &one); err != nil || !one.Allowed {
 		t.Fatalf("costs [1 0]: %v, allowed %v", err, one.Allowed)
 	}
 	if got := []int64{one.Receipt.Charge(0).Amount, one.Receipt.Charge(1).Amount}; got[0] != 1 || got[1] != 2 {
@@ -267,8 +267,14 @@ func TestCheckCost(t *testing.T) {
 		{"zero", func() error { _, err := lim.CheckN(ctx, "bob", 0); return err }, "cost 0; expected at least 1"},
 		{"negative", func() error { _, err := lim.CheckN(ctx, "bob", -3); return err }, "cost -3; expected at least 1"},
 		{"above the smallest limit", func() error { _, err := lim.CheckN(ctx, "bob", 9); return err }, `cost 9 for rule "hour" exceeds its limit "8/minute"`},
-		{"negative per rule", func() error { var d allowance.Decision; return lim.CheckCostsInto(ctx, "bob", []int64{-1, 1}, &d) }, `cost -1 for rule "minute" is negative`},
-		{"too few", func() error { var d allowance.Decision; return lim.CheckCostsInto(ctx, "bob", []int64{1}, &d) }, "1 costs for 2 rules"},
+		{"negative per rule", func() error {
+			var d allowance.Decision
+			return lim.CheckWith(ctx, "bob", allowance.CheckOptions{Costs: []int64{-1, 1}}, &d)
+		}, `cost -1 for rule "minute" is negative`},
+		{"too few", func() error {
+			var d allowance.Decision
+			return lim.CheckWith(ctx, "bob", allowance.CheckOptions{Costs: []int64{1}}, &d)
+		}, "1 costs for 2 rules"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.check()
@@ -285,5 +291,46 @@ func TestCheckCost(t *testing.T) {
 		if x.Used != 0 {
 			t.Fatalf("refused checks charged bob: %+v", x)
 		}
+	}
+}
+
+// TestCheckIdempotencyKey: a repeat with the key gets the first decision
+// and is charged once; a key that is too long or not printable ASCII is
+// refused, naming what is wrong, and charges nothing.
+func TestCheckIdempotencyKey(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	defer store.Close()
+	limits, _ := allowance.ParseLimits("10/minute")
+	lim, err := allowance.NewLimiter(store, allowance.Rule{Name: "submit", Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, repeat allowance.Decision
+	opts := allowance.CheckOptions{IdempotencyKey: "5f0c8e1a-retry"}
+	if err := lim.CheckWith(ctx, "alice", opts, &first); err != nil || !first.Allowed {
+		t.Fatalf("first: %v, allowed %v", err, first.Allowed)
+	}
+	if err := lim.CheckWith(ctx, "alice", opts, &repeat); err != nil || repeat.Receipt.ID != first.Receipt.ID {
+		t.Fatalf("repeat: %v, receipt %s; want %s", err, repeat.Receipt.ID, first.Receipt.ID)
+	}
+	for _, tc := range []struct{ name, key, want string }{
+		{"too long", strings.Repeat("k", allowance.MaxIdempotencyKeyLen+1), "256 bytes; expected at most 255"},
+		{"control byte", "a\nb", "byte 1 is 0xa; expected printable ASCII"},
+		{"not ASCII", "clé", "byte 2 is 0xc3; expected printable ASCII"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d allowance.Decision
+			err := lim.CheckWith(ctx, "bob", allowance.CheckOptions{IdempotencyKey: tc.key}, &d)
+			if !errors.Is(err, allowance.ErrInvalidIdempotencyKey) || !strings.Contains(err.Error(), tc.want) || d.Allowed {
+				t.Fatalf("error %v, allowed %v; want ErrInvalidIdempotencyKey saying %q", err, d.Allowed, tc.want)
+			}
+		})
+	}
+	if u, err := lim.Peek(ctx, "alice"); err != nil || u[0].Used != 1 {
+		t.Fatalf("alice used %v (%v), want 1", u, err)
+	}
+	if u, err := lim.Peek(ctx, "bob"); err != nil || u[0].Used != 0 {
+		t.Fatalf("bob used %v (%v), want 0", u, err)
 	}
 }

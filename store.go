@@ -76,11 +76,17 @@ type Request struct {
 	Cost int64
 	// Costs, when not nil, holds one cost per rule, in the order of Rules,
 	// in place of Cost and the rule's Cost; a zero entry leaves them
-	// (Limiter.CheckCostsInto). Every cost is between 1 and the smallest
+	// (CheckOptions.Costs). Every cost is between 1 and the smallest
 	// count of its rule's limits: Limiter checks it. The receipt records
 	// the costs (Decision.Reset copies them), so Costs may be reused after
 	// Charge returns.
 	Costs []int64
+	// IdempotencyKey, when not empty, makes the charge idempotent
+	// (CheckOptions.IdempotencyKey): the store remembers an allowed
+	// charge of req.Identity, the same rules and this key for the longest
+	// period of the rules, and answers a repeat with that charge's
+	// Decision, the same receipt ID included, charging nothing.
+	IdempotencyKey string
 }
 
 // cost returns the cost the request sets for Rules[k], or 0 when it

@@ -137,7 +137,7 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 					})
 				})
 			}
-			// The GCRA check with a cost of its own (CheckCostsInto), as
+			// The GCRA check with a cost of its own (CheckWith), as
 			// httplimit makes it for a rule with a Cost function. The
 			// receipt copies the costs, so one slice serves every check.
 			b.Run("impl=memstore-gcra-cost", func(b *testing.B) {
@@ -149,7 +149,7 @@ func BenchmarkMemstoreCheck(b *testing.B) {
 				}
 				costs := []int64{3}
 				runDecisions(b, keys, func(key string, st *state) bool {
-					if err := lim.CheckCostsInto(ctx, key, costs, &st.d); err != nil {
+					if err := lim.CheckWith(ctx, key, allowance.CheckOptions{Costs: costs}, &st.d); err != nil {
 						b.Error(err)
 					}
 					return st.d.Allowed

@@ -308,7 +308,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	if costs == nil {
 		err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
 	} else {
-		err = set.lim.CheckCostsInto(m.storeCtx(r.Context(), &st.call), id, costs, &st.d)
+		err = set.lim.CheckWith(m.storeCtx(r.Context(), &st.call), id, allowance.CheckOptions{Costs: costs}, &st.d)
 	}
 	m.met.storeCall("check", start)
 	if err != nil {

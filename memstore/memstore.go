@@ -55,6 +55,7 @@ type Store struct {
 	keys   *allowance.ReceiptKeys
 	shards []shard
 	mask   uint64
+	idem   idempotency
 
 	unverified atomic.Uint64 // refunds refused as unverified
 
@@ -236,6 +237,7 @@ func New(opts ...Option) *Store {
 		n <<= 1
 	}
 	s := &Store{seed: maphash.MakeSeed(), keys: cfg.keys, shards: make([]shard, n), mask: uint64(n - 1)}
+	s.idem.shards = make([]idemShard, n)
 	if s.keys == nil {
 		s.keys = allowance.RandomReceiptKeys()
 	}
@@ -314,6 +316,7 @@ func (s *Store) Sweep() {
 		}
 		sh.mu.Unlock()
 	}
+	s.sweepIdempotency()
 }
 
 // Unverified returns the number of refunds refused since New because the
@@ -323,7 +326,8 @@ func (s *Store) Unverified() uint64 { return s.unverified.Load() }
 
 // Len returns the number of identities and receipt records held: what memory
 // the store uses, for tests and metrics. A record holds one refunded or voided
-// receipt, or up to 64 refunded receipts whose ids the store chose in a row.
+// receipt, up to 64 refunded receipts whose ids the store chose in a row, or
+// one idempotent charge (allowance.Request.IdempotencyKey).
 func (s *Store) Len() (identities, receipts int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -332,7 +336,7 @@ func (s *Store) Len() (identities, receipts int) {
 		receipts += sh.own.Len() + sh.refunded.Len() + sh.voided.Len()
 		sh.mu.Unlock()
 	}
-	return identities, receipts
+	return identities, receipts + s.idempotencyRecords()
 }
 
 // locate returns identity's shard and hash.
@@ -378,6 +382,14 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memstore: charge: %w", err)
 	}
+	if req.IdempotencyKey != "" {
+		return s.chargeIdempotent(req, d)
+	}
+	return s.charge(req, d)
+}
+
+// charge is Charge once d is reset.
+func (s *Store) charge(req allowance.Request, d *allowance.Decision) error {
 	if len(req.Rules) != 1 || len(req.Rules[0].Limits) != 1 {
 		return s.chargeMany(req, d)
 	}

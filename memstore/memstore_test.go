@@ -247,3 +247,33 @@ func TestUnverified(t *testing.T) {
 		t.Fatalf("refund in the store that charged: %v %v; want restored", res.Outcome(), err)
 	}
 }
+
+// TestIdempotencyRecordsSwept: an idempotent charge's record lasts the
+// rules' longest period, and the sweep drops it then.
+func TestIdempotencyRecordsSwept(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := memstore.New(memstore.WithClock(clock.Now), memstore.WithSweepInterval(0))
+	defer s.Close()
+	r := rule(allowance.FixedWindow, "10/minute")
+	for i := range 3 {
+		var d allowance.Decision
+		req := allowance.Request{Identity: "alice", Rules: []allowance.Rule{r}, IdempotencyKey: fmt.Sprintf("k%d", i)}
+		if err := s.Charge(ctx, req, &d); err != nil || !d.Allowed {
+			t.Fatalf("charge %d: %v, allowed %v", i, err, d.Allowed)
+		}
+	}
+	if _, records := s.Len(); records != 3 {
+		t.Fatalf("%d records, want 3 (one per key)", records)
+	}
+	clock.Advance(59 * time.Second)
+	s.Sweep()
+	if _, records := s.Len(); records != 3 {
+		t.Fatalf("within the minute: %d records after a sweep, want 3", records)
+	}
+	clock.Advance(time.Second)
+	s.Sweep()
+	if ids, records := s.Len(); ids != 0 || records != 0 {
+		t.Fatalf("after the minute: %d identities and %d records, want none", ids, records)
+	}
+}
