@@ -169,6 +169,12 @@ type moreState struct {
 type Decision struct {
 	// Allowed reports whether the request was admitted and charged.
 	Allowed bool
+	// Repeated reports that the check repeated an earlier allowed one with
+	// the same idempotency key (CheckOptions.IdempotencyKey): the Decision
+	// is that check's, receipt included, and nothing was charged now. The
+	// charge belongs to the first request; refund it only for what became
+	// of that one.
+	Repeated bool
 
 	// Unexported fields packed beside Allowed, in what would be padding.
 	most   uint8 // index of the most restrictive limit plus one, 0 before any

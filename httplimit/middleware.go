@@ -56,6 +56,18 @@ type Rule struct {
 	// request the rule matches; it must not read the body unless the
 	// handler can still read it afterwards.
 	Cost func(r *http.Request) (int64, error)
+
+	// IdempotencyKey makes the rule's checks idempotent by the request's
+	// Idempotency-Key header (draft-ietf-httpapi-idempotency-key-header: a
+	// quoted string, or a bare token as many clients send): a request
+	// retried with the same key while the first one's charge counts is not
+	// charged again (allowance.CheckOptions.IdempotencyKey). A request
+	// without the header is checked as usual; a key that is not 1 to 255
+	// printable ASCII characters is answered 400. The repeat's refunds,
+	// declarative or not, do nothing: the charge is the first request's
+	// (Refund returns ErrRepeated). A request that matches several rules
+	// uses the key when any of them asks for it.
+	IdempotencyKey bool
 }
 
 // Anonymous says what the middleware does with a request whose KeyFunc finds
@@ -304,11 +316,18 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: "The request's rate-limit cost is not acceptable: " + err.Error() + "."})
 		return
 	}
+	var idemKey string
+	if set.idempotent {
+		if idemKey, err = idempotencyKey(r.Header); err != nil {
+			writeProblem(w, r, problem{Status: http.StatusBadRequest, Detail: err.Error()})
+			return
+		}
+	}
 	// The store fills the Decision in place, in the state, uncopied.
-	if costs == nil {
+	if costs == nil && idemKey == "" {
 		err = set.lim.CheckInto(m.storeCtx(r.Context(), &st.call), id, &st.d)
 	} else {
-		err = set.lim.CheckWith(m.storeCtx(r.Context(), &st.call), id, allowance.CheckOptions{Costs: costs}, &st.d)
+		err = set.lim.CheckWith(m.storeCtx(r.Context(), &st.call), id, allowance.CheckOptions{Costs: costs, IdempotencyKey: idemKey}, &st.d)
 	}
 	m.met.storeCall("check", start)
 	if err != nil {

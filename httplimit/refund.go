@@ -15,6 +15,12 @@ import (
 // failed and the rule fails open), or there is no middleware in front of it.
 var ErrNotApplied = errors.New("httplimit: no rate limit was applied to this request")
 
+// ErrRepeated is returned by Refund for a request that repeated an earlier
+// one with the same Idempotency-Key (Rule.IdempotencyKey): it was charged
+// nothing, and the charge it reports is the first request's, which that
+// request's outcome refunds or keeps.
+var ErrRepeated = errors.New("httplimit: the request repeats an earlier one (same Idempotency-Key); its charge is that request's")
+
 // Charge is one limit charged for a request: the original design's entry of
 // applied_rate_limits_for_refund.
 type Charge struct {
@@ -104,6 +110,13 @@ func (st *state) refund(ctx context.Context, reason string, declarative bool) (a
 				"reason", reason, "rules", st.set.names)
 		}
 		return allowance.RefundResult{}, ErrNotApplied
+	}
+	if st.d.Repeated {
+		// The charge is the first request's, which decides its refund.
+		if declarative {
+			return allowance.RefundResult{}, nil
+		}
+		return allowance.RefundResult{}, ErrRepeated
 	}
 	if st.refunded {
 		if declarative {

@@ -32,6 +32,33 @@ type ruleSet struct {
 	// rule has one; nil otherwise. least is each rule's smallest count.
 	costFns []func(*http.Request) (int64, error)
 	least   []int64
+
+	idempotent bool // a rule reads the Idempotency-Key header
+}
+
+// idempotencyKey returns the request's Idempotency-Key: "" without the
+// header, the key without its quotes, or an error the client can act on.
+func idempotencyKey(h http.Header) (string, error) {
+	vs := h.Values("Idempotency-Key")
+	if len(vs) == 0 {
+		return "", nil
+	}
+	if len(vs) > 1 {
+		return "", fmt.Errorf("the request has %d Idempotency-Key headers; expected one", len(vs))
+	}
+	k := vs[0]
+	if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+		k = k[1 : len(k)-1]
+	}
+	if k == "" || len(k) > allowance.MaxIdempotencyKeyLen {
+		return "", fmt.Errorf("the Idempotency-Key header is %d characters long; expected 1 to %d", len(k), allowance.MaxIdempotencyKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return "", fmt.Errorf("the Idempotency-Key header holds %q at position %d; expected printable ASCII without spaces, quotes or backslashes", c, i+1)
+		}
+	}
+	return k, nil
 }
 
 // costsOf returns the request's cost per rule of the set, in buf when it
@@ -121,6 +148,7 @@ func (m *Middleware) newRuleSet(mask uint64) (*ruleSet, error) {
 		}
 		rs.checks = append(rs.checks, c)
 		rs.costFns = append(rs.costFns, r.Cost)
+		rs.idempotent = rs.idempotent || r.IdempotencyKey
 		least := r.Limits[0].Count
 		for _, l := range r.Limits {
 			least = min(least, l.Count)

@@ -86,6 +86,7 @@ func (s *Store) chargeIdempotent(req allowance.Request, d *allowance.Decision) e
 		sh.mu.Unlock()
 		if !given {
 			*d = rec.d
+			d.Repeated = true
 			return nil
 		}
 	}

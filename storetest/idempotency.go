@@ -22,7 +22,7 @@ func (e *env) chargeKey(identity, key string, rules ...allowance.Rule) allowance
 // receipt (id and windows) and the same figures.
 func (e *env) sameDecision(what string, a, b allowance.Decision) {
 	e.t.Helper()
-	if !b.Allowed || b.Receipt.ID != a.Receipt.ID || b.Len() != a.Len() {
+	if !b.Allowed || !b.Repeated || a.Repeated || b.Receipt.ID != a.Receipt.ID || b.Len() != a.Len() {
 		e.t.Fatalf("%s: %s, receipt %s; want the first decision again (%s, receipt %s)", what, describe(&b), b.Receipt.ID, describe(&a), a.Receipt.ID)
 	}
 	for i := range a.Len() {
@@ -80,7 +80,7 @@ func (s *suite) testIdempotentAfterRefund(t *testing.T) {
 		first := e.chargeKey("alice", "k", r)
 		e.wantOutcomes(e.refund(&first.Receipt), allowance.Restored)
 		again := e.chargeKey("alice", "k", r)
-		if !again.Allowed || again.Receipt.ID == first.Receipt.ID {
+		if !again.Allowed || again.Repeated || again.Receipt.ID == first.Receipt.ID {
 			t.Fatalf("repeat after a refund: %s, receipt %s; want a fresh charge", describe(&again), again.Receipt.ID)
 		}
 		if u := e.peek("alice", r); u[0].Used != 1 {
