@@ -23,7 +23,7 @@ func (e *env) chargeKey(identity, key string, rules ...allowance.Rule) allowance
 func (e *env) sameDecision(what string, a, b allowance.Decision) {
 	e.t.Helper()
 	if !b.Allowed || !b.Repeated || a.Repeated || b.Receipt.ID != a.Receipt.ID || b.Len() != a.Len() {
-		e.t.Fatalf("%s: %s, receipt %s; want the first decision again (%s, receipt %s)", what, describe(&b), b.Receipt.ID, describe(&a), a.Receipt.ID)
+		e.t.Fatalf("%s: %s, receipt %s, Repeated %v; want the first decision again (%s, receipt %s, Repeated false) with Repeated set", what, describe(&b), b.Receipt.ID, b.Repeated, describe(&a), a.Receipt.ID)
 	}
 	for i := range a.Len() {
 		if a.State(i) != b.State(i) || a.Receipt.Charge(i) != b.Receipt.Charge(i) {
