@@ -134,6 +134,17 @@ type Task struct {
 	RefundAttempts int         `json:"-"` // refund attempts started
 	RefundDue      *time.Time  `json:"-"` // pending: when the next attempt may start
 	RefundError    string      `json:"-"` // the last failed attempt's error
+
+	// IdempotencyKey is the Idempotency-Key the submit that created the
+	// task carried, "" when none. A user's keys are unique among the
+	// tasks the store keeps: Create of a second task with the same key
+	// fails with *KeyUsedError. The key is forgotten with the task
+	// (retention).
+	IdempotencyKey string `json:"-"`
+	// RequestDigest identifies the request that created the task, so a
+	// retry with the same IdempotencyKey can be told apart from another
+	// request reusing the key; opaque to the store, "" when none.
+	RequestDigest string `json:"-"`
 }
 
 // Refund reasons a task store records; they match taskd's refund_on names.
@@ -248,6 +259,25 @@ func (e *ActiveTaskError) Error() string {
 // Is makes errors.Is(err, ErrActiveTask) true.
 func (e *ActiveTaskError) Is(target error) bool { return target == ErrActiveTask }
 
+// ErrKeyUsed means the user already has a task created with the same
+// idempotency key. Create returns it as a *KeyUsedError; test with
+// errors.Is or errors.As.
+var ErrKeyUsed = errors.New("idempotency key already used")
+
+// KeyUsedError is the error of a Create whose IdempotencyKey the user has
+// used before. errors.Is(err, ErrKeyUsed) holds.
+type KeyUsedError struct {
+	Task Task // the task created with the key, as it is now
+}
+
+// Error names the task created with the key.
+func (e *KeyUsedError) Error() string {
+	return fmt.Sprintf("idempotency key already used by task %s", e.Task.ID)
+}
+
+// Is makes errors.Is(err, ErrKeyUsed) true.
+func (e *KeyUsedError) Is(target error) bool { return target == ErrKeyUsed }
+
 // Bounds of ListOptions.Limit.
 const (
 	DefaultListLimit = 50  // used when Limit is 0 or negative
@@ -294,6 +324,12 @@ type Store interface {
 	// and Receipt. UserID and Kind must not be empty and Input, when not
 	// empty, must be valid JSON (empty is stored as null). When the user
 	// has a queued or running task, Create fails with *ActiveTaskError.
+	// When t.IdempotencyKey is set and the user has a task created with
+	// that key, Create fails with *KeyUsedError carrying that task; this
+	// is checked first, so a retry of a submit finds its own task rather
+	// than the active-task conflict. Of concurrent Creates with one key,
+	// exactly one creates the task. Create keeps IdempotencyKey and
+	// RequestDigest.
 	Create(ctx context.Context, t Task) (Task, error)
 
 	// Get returns the user's task id, or ErrNotFound (also when the task

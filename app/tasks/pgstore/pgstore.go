@@ -163,7 +163,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 // columns of a task, in the order scanTask reads them.
 const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
 	attempts, lease_owner, lease_expires, receipt, refund_outcome,
-	refund_reason, refund_state, refund_attempts, refund_due, refund_error`
+	refund_reason, refund_state, refund_attempts, refund_due, refund_error,
+	idempotency_key, request_digest`
 
 // Create stores a new queued task; see tasks.Store.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
@@ -171,8 +172,14 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err != nil {
 		return tasks.Task{}, err
 	}
-	// The common conflict (a user resubmitting while a task runs) is
-	// answered from one read; the insert below decides the races.
+	// A retry of a submit with an idempotency key, and the common
+	// conflict (a user resubmitting while a task runs), are answered from
+	// reads; the insert below decides the races.
+	if t.IdempotencyKey != "" && !s.skipConflictRead {
+		if err := s.keyUsed(ctx, t); err != nil {
+			return tasks.Task{}, err
+		}
+	}
 	var active string
 	err = pgx.ErrNoRows
 	if !s.skipConflictRead {
@@ -180,22 +187,44 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	}
 	switch {
 	case err == nil:
+		// The active task may be a concurrent retry's, made after the
+		// key was looked up.
+		if t.IdempotencyKey != "" {
+			if err := s.keyUsed(ctx, t); err != nil {
+				return tasks.Task{}, err
+			}
+		}
 		return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
 	case !errors.Is(err, pgx.ErrNoRows):
 		return tasks.Task{}, fmt.Errorf("create task for %s: find an active task: %w", t.UserID, err)
 	}
 	for range createRetries {
 		var stored tasks.Task
-		stored, err = scanTask(s.pool.QueryRow(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
-			VALUES ($1, $2, $3, $4, 'queued', $5, $6)
+		stored, err = scanTask(s.pool.QueryRow(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt, idempotency_key, request_digest)
+			VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)
 			ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING
 			RETURNING `+columns,
-			t.ID, t.UserID, t.Kind, string(t.Input), t.CreatedAt, t.Receipt))
+			t.ID, t.UserID, t.Kind, string(t.Input), t.CreatedAt, t.Receipt, optString(t.IdempotencyKey), t.RequestDigest))
 		if err == nil {
 			return stored, nil
 		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "tasks_idempotency" {
+			// A concurrent retry with the key created its task first.
+			if err := s.keyUsed(ctx, t); err != nil {
+				return tasks.Task{}, err
+			}
+			continue // that task was deleted in between: try again
+		}
 		if !errors.Is(err, tasks.ErrNotFound) {
 			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, err)
+		}
+		// The insert conflicted with an active task, which may be a
+		// concurrent retry's task with this key: that comes first.
+		if t.IdempotencyKey != "" {
+			if err := s.keyUsed(ctx, t); err != nil {
+				return tasks.Task{}, err
+			}
 		}
 		err = s.pool.QueryRow(ctx, `SELECT id FROM tasks WHERE user_id = $1 AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
 		if err == nil {
@@ -207,6 +236,27 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 		// The active task ended in between: try again.
 	}
 	return tasks.Task{}, fmt.Errorf("create task for %s: active tasks kept ending and starting; gave up after %d tries", t.UserID, createRetries)
+}
+
+// keyUsed returns a *tasks.KeyUsedError, wrapped, when the user has a task
+// created with t's idempotency key, and nil when not.
+func (s *Store) keyUsed(ctx context.Context, t tasks.Task) error {
+	prev, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM tasks WHERE user_id = $1 AND idempotency_key = $2`, t.UserID, t.IdempotencyKey))
+	switch {
+	case err == nil:
+		return fmt.Errorf("create task for %s: %w", t.UserID, &tasks.KeyUsedError{Task: prev})
+	case errors.Is(err, tasks.ErrNotFound):
+		return nil
+	}
+	return fmt.Errorf("create task for %s: find the task of idempotency key %q: %w", t.UserID, t.IdempotencyKey, err)
+}
+
+// optString is s for a nullable column: "" is NULL.
+func optString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // Get returns the user's task; see tasks.Store.
@@ -663,10 +713,12 @@ func scanTask(row pgx.Row) (tasks.Task, error) {
 		status, refundState                        string
 		leaseOwner                                 *string
 		started, finished, leaseExpires, refundDue *time.Time
+		idemKey                                    *string
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &t.CreatedAt, &started, &finished,
 		&t.Attempts, &leaseOwner, &leaseExpires, &t.Receipt, &t.RefundOutcome,
-		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError)
+		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError,
+		&idemKey, &t.RequestDigest)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tasks.Task{}, tasks.ErrNotFound
 	}
@@ -686,6 +738,9 @@ func scanTask(row pgx.Row) (tasks.Task, error) {
 	}
 	if len(t.Receipt) == 0 {
 		t.Receipt = nil
+	}
+	if idemKey != nil {
+		t.IdempotencyKey = *idemKey
 	}
 	return t, nil
 }

@@ -215,7 +215,8 @@ func appliedVersions(ctx context.Context, tx *sql.Tx) ([]int, error) {
 // columns of a task, in the order scanTask reads them.
 const columns = `id, user_id, kind, input, status, output, error, created_at, started_at, finished_at,
 	attempts, lease_owner, lease_expires, receipt, refund_outcome,
-	refund_reason, refund_state, refund_attempts, refund_due, refund_error`
+	refund_reason, refund_state, refund_attempts, refund_due, refund_error,
+	idempotency_key, request_digest`
 
 // Create stores a new queued task; see tasks.Store.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
@@ -223,25 +224,49 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err != nil {
 		return tasks.Task{}, err
 	}
-	// The common conflict (a user resubmitting while a task runs) is
-	// answered from a read, without taking the write lock; the insert
-	// below decides the races.
+	// A retry of a submit with an idempotency key, and the common
+	// conflict (a user resubmitting while a task runs), are answered from
+	// reads, without taking the write lock; the write below decides the
+	// races.
+	if t.IdempotencyKey != "" && !s.skipConflictRead {
+		prev, err := scanTask(s.readRow(ctx, `SELECT `+columns+` FROM tasks WHERE user_id = ? AND idempotency_key = ?`, t.UserID, t.IdempotencyKey))
+		switch {
+		case err == nil:
+			return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.KeyUsedError{Task: prev})
+		case !errors.Is(err, tasks.ErrNotFound):
+			return tasks.Task{}, fmt.Errorf("create task for %s: find the task of idempotency key %q: %w", t.UserID, t.IdempotencyKey, err)
+		}
+	}
 	var active string
 	err = sql.ErrNoRows
 	if !s.skipConflictRead {
 		err = s.readRow(ctx, `SELECT id FROM tasks WHERE user_id = ? AND status IN ('queued', 'running')`, t.UserID).Scan(&active)
 	}
 	switch {
-	case err == nil:
+	case err == nil && t.IdempotencyKey == "":
 		return tasks.Task{}, fmt.Errorf("create task for %s: %w", t.UserID, &tasks.ActiveTaskError{ActiveID: active})
+	case err == nil:
+		// The active task may be a concurrent retry's, made after the key
+		// was looked up: the write below tells.
 	case !errors.Is(err, sql.ErrNoRows):
 		return tasks.Task{}, fmt.Errorf("create task for %s: find an active task: %w", t.UserID, err)
 	}
 	err = s.write(ctx, "create task for "+t.UserID, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt)
-			VALUES (?, ?, ?, ?, 'queued', ?, ?)
+		// Writes are serialized, so this read decides which of concurrent
+		// retries with one key creates the task.
+		if t.IdempotencyKey != "" {
+			prev, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM tasks WHERE user_id = ? AND idempotency_key = ?`, t.UserID, t.IdempotencyKey))
+			switch {
+			case err == nil:
+				return &tasks.KeyUsedError{Task: prev}
+			case !errors.Is(err, tasks.ErrNotFound):
+				return fmt.Errorf("find the task of idempotency key %q: %w", t.IdempotencyKey, err)
+			}
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, user_id, kind, input, status, created_at, receipt, idempotency_key, request_digest)
+			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
 			ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING`,
-			t.ID, t.UserID, t.Kind, string(t.Input), micros(t.CreatedAt), blob(t.Receipt))
+			t.ID, t.UserID, t.Kind, string(t.Input), micros(t.CreatedAt), blob(t.Receipt), optString(t.IdempotencyKey), t.RequestDigest)
 		if err != nil {
 			return err
 		}
@@ -834,10 +859,12 @@ func scanTask(row scanner) (tasks.Task, error) {
 		created                                    int64
 		started, finished, leaseExpires, refundDue sql.NullInt64
 		receipt                                    []byte
+		idemKey                                    sql.NullString
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Kind, &input, &status, &output, &t.Error, &created, &started, &finished,
 		&t.Attempts, &leaseOwner, &leaseExpires, &receipt, &t.RefundOutcome,
-		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError)
+		&t.RefundReason, &refundState, &t.RefundAttempts, &refundDue, &t.RefundError,
+		&idemKey, &t.RequestDigest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return tasks.Task{}, tasks.ErrNotFound
 	}
@@ -859,6 +886,7 @@ func scanTask(row scanner) (tasks.Task, error) {
 	if len(receipt) > 0 {
 		t.Receipt = receipt
 	}
+	t.IdempotencyKey = idemKey.String
 	return t, nil
 }
 
@@ -904,4 +932,12 @@ func text(b json.RawMessage) any {
 		return nil
 	}
 	return string(b)
+}
+
+// optString is s for a nullable column: "" is NULL.
+func optString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -137,6 +137,8 @@ func Run(t *testing.T, f Factory, opts Options) {
 		{"ConcurrentCreates", testConcurrentCreates},
 		{"ConcurrentCreatesTwoStores", testConcurrentCreatesTwoStores},
 		{"NewTaskAfterEnd", testNewTaskAfterEnd},
+		{"IdempotencyKey", testIdempotencyKey},
+		{"ConcurrentIdempotentCreates", testConcurrentIdempotentCreates},
 		{"Cancel", testCancel},
 		{"List", testList},
 		{"ClaimOldestFirst", testClaimOldestFirst},

@@ -54,6 +54,9 @@ func NewTask(t tasks.Task, now time.Time) (tasks.Task, error) {
 		Status:    tasks.StatusQueued,
 		CreatedAt: Time(now),
 		Receipt:   receipt,
+
+		IdempotencyKey: t.IdempotencyKey,
+		RequestDigest:  t.RequestDigest,
 	}, nil
 }
 
