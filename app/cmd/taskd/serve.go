@@ -147,7 +147,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var conflict []string
 	for i, r := range cfg.Rules {
 		// server_error: the middleware refunds every 5xx the handler writes.
-		rules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen, RefundOn: r.RefundStatuses()}
+		rules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen, RefundOn: r.RefundStatuses(), IdempotencyKey: r.IdempotencyKey}
 		if r.RefundsOn(config.Conflict) {
 			conflict = append(conflict, r.Name)
 		}

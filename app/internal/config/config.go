@@ -90,6 +90,13 @@ type Rule struct {
 	// FailOpen says what happens when the limits store fails: serve the
 	// request (true) or answer 503 (false, the default).
 	FailOpen bool
+	// IdempotencyKey makes the rule honour the request's Idempotency-Key
+	// header (httplimit.Rule.IdempotencyKey): a retry with the key the
+	// first request carried, while that request's charge counts, is not
+	// charged again. YAML idempotency_key; when unset it is true for a
+	// rule whose pattern matches the task submit, POST /v1/tasks, and
+	// false for the others.
+	IdempotencyKey bool
 }
 
 // RefundsOn reports whether the rule gives its charge back for reason.
@@ -189,8 +196,9 @@ func Default() Config {
 					Limits:    allowance.Limits{{Count: 5, Period: time.Minute}, {Count: 50, Period: 24 * time.Hour}},
 					Algorithm: allowance.SlidingWindow,
 				},
-				Match:    "POST /v1/tasks",
-				RefundOn: []RefundReason{Conflict, ServerError},
+				Match:          "POST /v1/tasks",
+				RefundOn:       []RefundReason{Conflict, ServerError},
+				IdempotencyKey: true,
 			},
 			{
 				Rule: allowance.Rule{
@@ -325,6 +333,8 @@ type rawRule struct {
 	RefundOn    []string `yaml:"refund_on"`
 	RefundGuard string   `yaml:"refund_guard"`
 	FailOpen    bool     `yaml:"fail_open"`
+	// IdempotencyKey is a pointer so that unset takes the default.
+	IdempotencyKey *bool `yaml:"idempotency_key"`
 }
 
 type decoder struct {
@@ -493,6 +503,10 @@ func (d decoder) rule(at string, rr rawRule) (Rule, error) {
 		r.RefundOn = append(r.RefundOn, reason)
 	}
 	r.FailOpen = rr.FailOpen
+	r.IdempotencyKey = matchesSubmit(rr.Match)
+	if rr.IdempotencyKey != nil {
+		r.IdempotencyKey = *rr.IdempotencyKey
+	}
 	if err := r.Validate(); err != nil {
 		// Point at the field the error is about.
 		field := at

@@ -86,6 +86,7 @@ rules:
     refund_on: [conflict, worker_failure, stuck, server_error]
     refund_guard: 20/hour
     fail_open: true
+    idempotency_key: false
 `
 	cfg, err := Parse("taskd.yaml", []byte(doc))
 	if err != nil {
@@ -109,6 +110,34 @@ rules:
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// idempotency_key defaults to true for a rule that matches the task submit
+// and false for others; an explicit value wins.
+func TestIdempotencyKeyDefault(t *testing.T) {
+	for _, c := range []struct {
+		rule string
+		want bool
+	}{
+		{"match: POST /v1/tasks", true},
+		{"match: /v1/", true},
+		{"match: GET /v1/", false},
+		{"match: POST /v1/tasks/{id}/cancel", false},
+		{"match: POST /v1/tasks\n    idempotency_key: false", false},
+		{"match: GET /v1/\n    idempotency_key: true", true},
+	} {
+		doc := "rules:\n  - name: r\n    limits: 1/s\n    " + c.rule + "\n"
+		cfg, err := Parse("taskd.yaml", []byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", c.rule, err)
+		}
+		if got := cfg.Rules[0].IdempotencyKey; got != c.want {
+			t.Errorf("%q: IdempotencyKey = %v, want %v", c.rule, got, c.want)
+		}
+	}
+	if !Default().Rules[0].IdempotencyKey || Default().Rules[1].IdempotencyKey {
+		t.Errorf("Default rules' IdempotencyKey = %v, %v; want true for create-task only", Default().Rules[0].IdempotencyKey, Default().Rules[1].IdempotencyKey)
 	}
 }
 

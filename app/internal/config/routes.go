@@ -141,6 +141,18 @@ func matchesNone(pattern string, routes []Route) bool {
 	return true
 }
 
+// matchesSubmit reports whether pattern matches the task submit,
+// POST /v1/tasks. (Rules' patterns name no host; see checkHost.)
+func matchesSubmit(pattern string) bool {
+	m, ok := mux(pattern)
+	if !ok {
+		return false
+	}
+	req := &http.Request{Method: http.MethodPost, Host: "localhost", URL: &url.URL{Path: "/v1/tasks"}}
+	_, p := m.Handler(req)
+	return p != ""
+}
+
 // mux returns a ServeMux with pattern alone, or false when it is invalid.
 func mux(pattern string) (*http.ServeMux, bool) {
 	m := http.NewServeMux()
