@@ -194,12 +194,12 @@ func New(o Options) (*Server, error) {
 	}
 	s.submits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "taskd_task_submits_total",
-		Help: "Task submissions (POST /v1/tasks) that reached the handler, by outcome: accepted, conflict (the user has an active task), invalid (400, 413, 415) or error.",
+		Help: "Task submissions (POST /v1/tasks) that reached the handler, by outcome: accepted, replayed (a retry with the Idempotency-Key of an earlier submit, answered with its task), conflict (the user has an active task), key_reused (422: the Idempotency-Key was used for another request), invalid (400, 413, 415) or error.",
 	}, []string{"outcome"})
 	if err := o.Registry.Register(s.submits); err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
 	}
-	for _, o := range []string{"accepted", "conflict", "invalid", "error"} {
+	for _, o := range []string{"accepted", "replayed", "conflict", "key_reused", "invalid", "error"} {
 		s.submits.WithLabelValues(o)
 	}
 	if err := s.registerAuthMetrics(o.Registry); err != nil {

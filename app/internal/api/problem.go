@@ -24,6 +24,9 @@ type Problem struct {
 	ActiveTaskID string `json:"active_task_id,omitempty"`
 	// TaskStatus is set on 409 answers to a cancel: the task's final state.
 	TaskStatus string `json:"task_status,omitempty"`
+	// TaskID is set on 422 answers to POST /v1/tasks whose Idempotency-Key
+	// was used for another request: the id of the task that request made.
+	TaskID string `json:"task_id,omitempty"`
 }
 
 // Problem types of taskd. Others are about:blank.
@@ -31,6 +34,7 @@ const (
 	typeActiveTask   = "/problems/active-task"
 	typeNotActive    = "/problems/task-not-active"
 	typeInvalidInput = "/problems/invalid-request"
+	typeKeyReused    = "/problems/idempotency-key-reused"
 )
 
 // writeProblem answers with p. An empty Type becomes about:blank and an

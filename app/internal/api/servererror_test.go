@@ -48,7 +48,7 @@ func newLimitedEnv(t testing.TB, store tasks.Store, rules []config.Rule) *limite
 	hrules := make([]httplimit.Rule, len(rules))
 	var conflict []string
 	for i, r := range rules {
-		hrules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen, RefundOn: r.RefundStatuses()}
+		hrules[i] = httplimit.Rule{Rule: r.Rule, Match: r.Match, FailOpen: r.FailOpen, RefundOn: r.RefundStatuses(), IdempotencyKey: r.IdempotencyKey}
 		if r.RefundsOn(config.Conflict) {
 			conflict = append(conflict, r.Name)
 		}
@@ -81,6 +81,12 @@ func (e *limitedEnv) key(t testing.TB, user string) string {
 // do sends a request with the API key key (none when empty).
 func (e *limitedEnv) do(t testing.TB, method, path, key, body string) response {
 	t.Helper()
+	return e.doHeader(t, method, path, key, body, nil)
+}
+
+// doHeader is do with the request headers h added.
+func (e *limitedEnv) doHeader(t testing.TB, method, path, key, body string, h http.Header) response {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -91,6 +97,9 @@ func (e *limitedEnv) do(t testing.TB, method, path, key, body string) response {
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
 	}
 	res, err := e.srv.Client().Do(req)
 	if err != nil {

@@ -149,8 +149,20 @@ func jsonKind(goType string) string {
 }
 
 // createTask is POST /v1/tasks.
+//
+// With an Idempotency-Key header the task is created with the key, and a
+// retry of the request with the key (same kind and input, by the same
+// user) answers with that task, as it is now, and Idempotent-Replayed:
+// true instead of creating another; another request with the key is a
+// 422. See the "Retries and idempotency" section of docs/taskd.md.
 func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	defer s.recoverPanic(w, r)
+	key, err := idempotencyKey(r.Header)
+	if err != nil {
+		s.submits.WithLabelValues("invalid").Inc()
+		badRequest(w, r, upperFirst(err.Error())+"."+chargedNote(r))
+		return
+	}
 	var req submitRequest
 	if !s.decodeJSON(w, r, &req) {
 		s.submits.WithLabelValues("invalid").Inc()
@@ -166,7 +178,16 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, err.Error()+"."+chargedNote(r))
 		return
 	}
-	t := tasks.Task{UserID: user(r), Kind: req.Kind, Input: req.Input}
+	t := tasks.Task{UserID: user(r), Kind: req.Kind, Input: req.Input, IdempotencyKey: key}
+	if key != "" {
+		if t.RequestDigest, err = requestDigest(req.Kind, req.Input); err != nil {
+			// ValidateInput accepted the input: the server failed.
+			s.submits.WithLabelValues("error").Inc()
+			s.log.ErrorContext(r.Context(), "digest of a task submit", "user", t.UserID, "err", err)
+			problemf(w, r, http.StatusInternalServerError, "The server failed while answering this request; try again shortly.")
+			return
+		}
+	}
 	if rc, ok := httplimit.ReceiptFrom(r.Context()); ok {
 		b, err := rc.MarshalBinary()
 		if err != nil {
@@ -177,8 +198,14 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	created, err := s.store.Create(r.Context(), t)
-	var active *tasks.ActiveTaskError
+	var (
+		active *tasks.ActiveTaskError
+		used   *tasks.KeyUsedError
+	)
 	switch {
+	case errors.As(err, &used):
+		s.replay(w, r, t, used.Task)
+		return
 	case errors.As(err, &active):
 		s.submits.WithLabelValues("conflict").Inc()
 		s.conflict409(w, r, active.ActiveID)
@@ -195,6 +222,31 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/tasks/"+created.ID)
 	writeJSON(w, http.StatusAccepted, created)
+}
+
+// replay answers a submit t whose Idempotency-Key made task prev. The same
+// request (equal digests) gets prev, as it is now, with the status the
+// first answer had (202) and Idempotent-Replayed: true; the rate limiter
+// charged it nothing while the first request's charge counts. Another
+// request with the key gets a 422.
+func (s *Server) replay(w http.ResponseWriter, r *http.Request, t, prev tasks.Task) {
+	if prev.RequestDigest != t.RequestDigest {
+		s.submits.WithLabelValues("key_reused").Inc()
+		s.log.InfoContext(r.Context(), "task submit reuses an idempotency key for another request", "user", t.UserID, "task_id", prev.ID)
+		writeProblem(w, r, Problem{
+			Type:   typeKeyReused,
+			Title:  "Idempotency key used for another request",
+			Status: http.StatusUnprocessableEntity,
+			Detail: fmt.Sprintf("This Idempotency-Key was used to submit task %s with another kind or input; use a new key for a new task.", prev.ID) + chargedNote(r),
+			TaskID: prev.ID,
+		})
+		return
+	}
+	s.submits.WithLabelValues("replayed").Inc()
+	s.log.InfoContext(r.Context(), "task submit repeated; answering with its task", "user", t.UserID, "task_id", prev.ID)
+	w.Header().Set(headerReplayed, "true")
+	w.Header().Set("Location", "/v1/tasks/"+prev.ID)
+	writeJSON(w, http.StatusAccepted, prev)
 }
 
 // conflict409 answers a submit of a user who has the active task activeID:
@@ -216,6 +268,9 @@ func (s *Server) conflict409(w http.ResponseWriter, r *http.Request, activeID st
 		switch {
 		case errors.Is(err, httplimit.ErrNotApplied):
 			// Logged at WARN by httplimit: nothing was charged.
+		case errors.Is(err, httplimit.ErrRepeated):
+			log.LogAttrs(ctx, slog.LevelInfo, msg+"; a repeat of an earlier request with its Idempotency-Key, not charged again")
+			note = " This attempt repeated an earlier request with the same Idempotency-Key and was not charged again."
 		case errors.Is(err, httplimit.ErrRefundQueued):
 			log.LogAttrs(ctx, slog.LevelInfo, msg+"; refund queued, retried in the background", slog.String("refund", "queued"), slog.String("err", err.Error()))
 			note = " The rate limiter did not answer in time: the refund of this attempt is queued, and once it is made the attempt will not count against your rate limit."
