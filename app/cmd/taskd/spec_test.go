@@ -302,6 +302,7 @@ type specClient struct {
 	d       *daemon
 	prism   *prism
 	checked map[string]bool // "METHOD /spec/path STATUS" seen
+	header  http.Header     // added to the requests of viaHeader
 }
 
 // send sends method target (the request's path and query) with key and
@@ -329,6 +330,9 @@ func (c *specClient) sendType(base, method, target, specPath, key, body, content
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
 	}
 	res, err := client.Do(req)
 	if err != nil {
@@ -364,6 +368,14 @@ func (c *specClient) sendType(base, method, target, specPath, key, body, content
 func (c *specClient) via(method, target, specPath, key, body string, want ...int) reply {
 	c.t.Helper()
 	return c.send(c.prism.base, method, target, specPath, key, body, want...)
+}
+
+// viaHeader is via with the request headers h added.
+func (c *specClient) viaHeader(h http.Header, method, target, specPath, key, body string, want ...int) reply {
+	c.t.Helper()
+	c.header = h
+	defer func() { c.header = nil }()
+	return c.via(method, target, specPath, key, body, want...)
 }
 
 func (c *specClient) viaType(method, target, specPath, key, body, contentType string, want ...int) reply {
@@ -460,12 +472,19 @@ func TestSpecMatchesServer(t *testing.T) {
 	c.via("GET", "/v1/tasks", "/v1/tasks", unknownKey, "", http.StatusUnauthorized)
 	c.via("POST", "/v1/tasks", "/v1/tasks", "not-a-key", sleep, http.StatusUnauthorized)
 
-	// Submit: 202, 409, 400, 413.
-	r := c.via("POST", "/v1/tasks", "/v1/tasks", alice, sleep, http.StatusAccepted)
+	// Submit: 202, 409, 400, 413; with an Idempotency-Key, the replayed
+	// 202 and the 422 of a key reused for another request.
+	idem := http.Header{"Idempotency-Key": {"spec-1"}}
+	r := c.viaHeader(idem, "POST", "/v1/tasks", "/v1/tasks", alice, sleep, http.StatusAccepted)
 	id, _ := r.decode(t)["id"].(string)
 	if id == "" {
 		t.Fatalf("the first submit answered %s", r.body)
 	}
+	r = c.viaHeader(idem, "POST", "/v1/tasks", "/v1/tasks", alice, sleep, http.StatusAccepted)
+	if again, _ := r.decode(t)["id"].(string); again != id || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("the retried submit answered %s, Idempotent-Replayed %q; want task %s replayed", r.body, r.header.Get("Idempotent-Replayed"), id)
+	}
+	c.viaHeader(idem, "POST", "/v1/tasks", "/v1/tasks", alice, `{"kind":"echo","input":"other"}`, http.StatusUnprocessableEntity)
 	c.via("POST", "/v1/tasks", "/v1/tasks", alice, `{"kind":"echo","input":"again"}`, http.StatusConflict)
 	c.via("POST", "/v1/tasks", "/v1/tasks", bob, `{"kind":"juggle"}`, http.StatusBadRequest)
 	c.via("POST", "/v1/tasks", "/v1/tasks", bob, `{"kind":"sleep","input":{"seconds":-5}}`, http.StatusBadRequest)
@@ -546,7 +565,7 @@ func TestSpecMatchesServer(t *testing.T) {
 
 	// Each route got a success, and each status the test could provoke.
 	for _, want := range []string{
-		"POST /v1/tasks 202", "POST /v1/tasks 400", "POST /v1/tasks 401", "POST /v1/tasks 409", "POST /v1/tasks 413", "POST /v1/tasks 415", "POST /v1/tasks 429", "POST /v1/tasks 503",
+		"POST /v1/tasks 202", "POST /v1/tasks 400", "POST /v1/tasks 401", "POST /v1/tasks 409", "POST /v1/tasks 413", "POST /v1/tasks 415", "POST /v1/tasks 422", "POST /v1/tasks 429", "POST /v1/tasks 503",
 		"GET /v1/tasks 200", "GET /v1/tasks 400", "GET /v1/tasks 401", "GET /v1/tasks 429", "GET /v1/tasks 503", "DELETE /v1/tasks 405",
 		"GET /v1/tasks/{id} 200", "GET /v1/tasks/{id} 404", "GET /v1/tasks/{id} 429", "GET /v1/tasks/{id} 503",
 		"POST /v1/tasks/{id}/cancel 200", "POST /v1/tasks/{id}/cancel 404", "POST /v1/tasks/{id}/cancel 409", "POST /v1/tasks/{id}/cancel 429", "POST /v1/tasks/{id}/cancel 503",
