@@ -3,6 +3,7 @@ package redisstore
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"strconv"
 	"strings"
 
@@ -125,3 +126,55 @@ func limitKey(base, rule string, a allowance.Algorithm, l allowance.Limit) strin
 
 // guardKey is the key of a rule's refund guard counter.
 func guardKey(base, rule string) string { return base + rule + ":g" }
+
+// recordKey is the key of the record of an idempotent charge
+// (allowance.Request.IdempotencyKey): "<base>~" and, in URL-safe base64,
+// the first 16 bytes of the SHA-256 of the request's rules (names,
+// algorithms and limits, in order) and its key. Rule names cannot contain
+// '~' or '#', so it never meets a limit key or a receipt key; and the
+// client's key, hashed, can neither leave the hash tag nor grow the key.
+func recordKey(base string, req *allowance.Request) string {
+	h := sha256.New()
+	var buf [binary.MaxVarintLen64]byte
+	put := func(v int64) { h.Write(buf[:binary.PutVarint(buf[:], v)]) }
+	put(int64(len(req.Rules)))
+	for i := range req.Rules {
+		r := &req.Rules[i]
+		put(int64(len(r.Name)))
+		h.Write([]byte(r.Name))
+		put(int64(r.Algorithm))
+		put(int64(len(r.Limits)))
+		for _, l := range r.Limits {
+			put(l.Count)
+			put(int64(l.Period))
+		}
+	}
+	h.Write([]byte(req.IdempotencyKey))
+	var sum [sha256.Size]byte
+	return base + "~" + base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+// recordCosts is what a record of req keeps of its costs, for a repeat's
+// receipt: "0" when every rule is charged its own amount, else the number
+// of rules and per rule the cost req sets for it, 0 for the rule's own.
+func recordCosts(req *allowance.Request) string {
+	var b []byte
+	for i := range req.Rules {
+		if c := req.Amount(i); c != req.Rules[i].Amount() {
+			if b == nil {
+				b = strconv.AppendInt(b, int64(len(req.Rules)), 10)
+				for range i {
+					b = append(b, " 0"...)
+				}
+			}
+			b = append(b, ' ')
+			b = strconv.AppendInt(b, c, 10)
+		} else if b != nil {
+			b = append(b, " 0"...)
+		}
+	}
+	if b == nil {
+		return "0"
+	}
+	return string(b)
+}

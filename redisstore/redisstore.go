@@ -245,17 +245,25 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		return fmt.Errorf("redisstore: charge: %d limits; expected 1 to %d", m, maxCharges)
 	}
 	base := s.identityBase(req.Identity)
-	keys := make([]string, 0, 1+2*m)
-	args := make([]string, 0, 3+4*m)
+	keys := make([]string, 0, 2+2*m)
+	args := make([]string, 0, 5+4*m)
 	keys = append(keys, receiptKey(base, req.ID))
 	args = append(args, s.clockArg(), req.ID.String(), s.traceTTL)
+	var longest time.Duration
 	for i := range req.Rules {
 		r := &req.Rules[i]
 		amount := strconv.FormatInt(req.Amount(i), 10)
 		keys = ruleKeys(keys, base, r)
 		for j, l := range r.Limits {
 			args = append(args, limitCode(r, j), strconv.FormatInt(l.Count, 10), strconv.FormatInt(l.Period.Microseconds(), 10), amount)
+			longest = max(longest, l.Period)
 		}
+	}
+	if req.IdempotencyKey != "" {
+		// The record's key, its lifetime and the costs a repeat's receipt
+		// must carry, last (see charge.lua).
+		keys = append(keys, recordKey(base, &req))
+		args = append(args, strconv.FormatInt(longest.Microseconds(), 10), recordCosts(&req))
 	}
 	reply, err := s.c.evalText(ctx, scriptCharge, keys, args)
 	if err != nil {
@@ -266,7 +274,7 @@ func (s *Store) Charge(ctx context.Context, req allowance.Request, d *allowance.
 		}
 		return fmt.Errorf("redisstore: charge %s: %w", req.ID, err)
 	}
-	code, err := parseCharge(reply, m, d)
+	code, err := parseReply(reply, req, m, d)
 	switch {
 	case err != nil:
 		// The script ran, and may have charged: the reply cannot say.

@@ -16,6 +16,10 @@ const (
 	replyCharged = -2 // the id was charged before: a retried request
 )
 
+// replyRepeat starts the reply of an idempotent charge that repeats an
+// earlier one: "-3 <receipt id> <costs> <that charge's reply>".
+const replyRepeat = "-3 "
+
 // replyGCRA starts the reply of an allowed check whose limits are all
 // GCRA's: the server's time, then the TATs.
 const replyGCRA = 3
@@ -125,6 +129,65 @@ func parseCharge(reply string, m int, d *allowance.Decision) (code int64, err er
 		return 0, nil
 	}
 	return 0, fmt.Errorf("script returned %q; expected 1, 3, 0 or a code first", reply)
+}
+
+// parseReply fills d from the charge script's reply to req, which has m
+// limits: a repeat's (parseRepeat) or any other (parseCharge).
+func parseReply(reply string, req allowance.Request, m int, d *allowance.Decision) (code int64, err error) {
+	if strings.HasPrefix(reply, replyRepeat) {
+		return 0, parseRepeat(reply, req, m, d)
+	}
+	return parseCharge(reply, m, d)
+}
+
+// parseRepeat fills d from the reply to an idempotent charge of req that
+// repeats an earlier one: "-3 <receipt id> <costs> <reply>", the earlier
+// charge's receipt id (32 hex digits), the costs its request set ("0", or
+// the number of rules, req's, and per rule its cost, 0 for the rule's own),
+// and the reply of its allowed charge (parseCharge). d becomes that
+// charge's Decision, Repeated unless the id is req's own (the script run
+// again by a client that lost the connection).
+func parseRepeat(reply string, req allowance.Request, m int, d *allowance.Decision) error {
+	rest := reply[len(replyRepeat):]
+	if len(rest) < 33 || rest[32] != ' ' {
+		return fmt.Errorf("script returned %q; expected a receipt id after code %s", reply, replyRepeat)
+	}
+	id, err := allowance.ParseReceiptID(rest[:32])
+	if err != nil {
+		return fmt.Errorf("script returned %q: %w", reply, err)
+	}
+	r := ints{s: rest[33:]}
+	k, ok := r.next()
+	if !ok || k != 0 && k != int64(len(req.Rules)) {
+		return fmt.Errorf("script returned %q; expected 0 or %d costs after the receipt id", reply, len(req.Rules))
+	}
+	var costs []int64
+	if k > 0 {
+		costs = make([]int64, k)
+		for i := range costs {
+			c, ok := r.next()
+			if !ok || c < 0 {
+				return fmt.Errorf("script returned %q; expected %d costs of 0 or more", reply, k)
+			}
+			costs[i] = c
+		}
+	}
+	if len(r.s) < 2 || r.s[0] != ' ' {
+		return fmt.Errorf("script returned %q; expected the first charge's reply after the costs", reply)
+	}
+	first := req
+	first.ID, first.Cost, first.Costs = id, 0, costs
+	d.Reset(first)
+	code, err := parseCharge(r.s[1:], m, d)
+	if err == nil && (code != 0 || !d.Allowed) {
+		err = fmt.Errorf("script returned %q; expected an allowed charge's reply after the costs", reply)
+	}
+	if err != nil {
+		d.Reset(req)
+		return err
+	}
+	d.Repeated = id != req.ID
+	return nil
 }
 
 // parseGCRA fills d from the rest of an allowed check's reply whose limits,

@@ -11,6 +11,17 @@
 -- ARGV[4..] per limit (as many as the arguments say): algorithm (f, s, l,
 --           g), count n, period p in µs, amount (the units charged)
 --
+-- An idempotent charge (allowance.Request.IdempotencyKey) has one key and
+-- two arguments more, last: KEYS[#KEYS] its record's key, and the record's
+-- lifetime in µs and the request's costs ("0", or the number of rules and
+-- per rule its cost, 0 for the rule's own). The arguments of every other
+-- charge are as above, so it pays one comparison for the feature. The
+-- record, "<until µs> <receipt id> <costs> <reply>", is written by an
+-- allowed charge and read first: while it lasts, and unless its receipt was
+-- refunded or voided since (a mark on that receipt's key), the script
+-- charges nothing and returns "-3 <receipt id> <costs> <reply>", the first
+-- charge's reply.
+--
 -- Returns a string of space-separated integers (µs for times), as
 -- internal/algo computes them: "-1" when the receipt id was voided (nothing
 -- charged), "-2" when it was charged before (a retried request; nothing more
@@ -41,13 +52,41 @@
 --           used, remaining and reset_after
 --   write   a sliding log's second pass (the other states are written here)
 
+local fmod, fmt = math.fmod, string.format
 local receipt_key = KEYS[1]
 local receipt_id = ARGV[2]
 local trace_ttl = ARGV[3] + 0
+local nargs, nkeys = #ARGV, #KEYS
+-- An idempotent charge's record: its key, and the record's text before the
+-- reply ("<until> <receipt id> <costs>") when this charge writes it.
+local record_key, record_head, record_ms
+if (nargs - 3) % 4 == 2 then
+  record_key = KEYS[nkeys]
+  local record_life = ARGV[nargs - 1] + 0
+  nargs, nkeys = nargs - 2, nkeys - 1
+  local record = redis.call('GET', record_key)
+  if record then
+    local until_text, id = string.match(record, '^(%-?%d+) (%x+) ')
+    -- Past its time only on a test clock: the key outlives it by the slack.
+    if until_text and now < tonumber(until_text) then
+      -- The recorded receipt's key is in this identity's hash slot, as
+      -- KEYS[1] is (only the id differs), so reading it without declaring
+      -- it is safe on a Cluster; its id cannot be known before the record
+      -- is read. A live refund or void mark means the first charge was
+      -- given back: this one is charged afresh, and replaces the record
+      -- when allowed. A trace, or no mark, means it still stands.
+      local mark = redis.call('GET', string.sub(receipt_key, 1, #receipt_key - #receipt_id) .. id)
+      local given = false
+      if mark and string.sub(mark, 1, 1) ~= 't' then given = now < tonumber(string.sub(mark, 2)) end
+      if not given then return '-3 ' .. string.sub(record, #until_text + 2) end
+    end
+  end
+  record_head = fmt('%d', now + record_life) .. ' ' .. receipt_id .. ' ' .. ARGV[nargs + 2]
+  record_ms = (record_life + slack + 999999 - (record_life + slack + 999999) % 1000000) / 1000
+end
 -- The number of limits from the arguments' count rather than an argument of
 -- its own: every argument costs the server about 1k instructions to pass.
-local limits = (#ARGV - 3) / 4
-local fmod, fmt = math.fmod, string.format
+local limits = (nargs - 3) / 4
 local L -- lib(), made only on the paths that need it
 
 -- One read of every limit's state: GET for one key, else MGET. A sliding
@@ -56,9 +95,9 @@ local L -- lib(), made only on the paths that need it
 -- log's) share one key, their states joined by '|' in the rule's order: the
 -- algorithm letter of every limit after the first is in upper case.
 local several = limits > 1
-local one_key = #KEYS == 2
+local one_key = nkeys == 2
 local states
-if one_key then states = redis.call('GET', KEYS[2]) else states = redis.call('MGET', unpack(KEYS, 2)) end
+if one_key then states = redis.call('GET', KEYS[2]) else states = redis.call('MGET', unpack(KEYS, 2, nkeys)) end
 local shared_states, shared_pos -- the states in the shared key being read, and which is next
 
 -- First pass: every limit's verdict, changing nothing. With one limit its
@@ -465,11 +504,19 @@ end
 -- GCRA's remaining and reset_after follow from now and the TAT, its window,
 -- so the reply leaves them to the caller: a number formatted costs more
 -- than the rest of a limit's reply.
+local reply
 if all_gcra then
   -- TIME's own two numbers: no string.format (about 0.4 µs) for now.
-  if servertime then return '3 ' .. clock[1] .. ' ' .. clock[2] .. ' ' .. windows end
-  return '3 0 ' .. ARGV[1] .. ' ' .. windows
+  if servertime then
+    reply = '3 ' .. clock[1] .. ' ' .. clock[2] .. ' ' .. windows
+  else
+    reply = '3 0 ' .. ARGV[1] .. ' ' .. windows
+  end
+elseif not several then
+  reply = fmt('1 %d %d %s', remaining, reset_after, windows)
+else
+  figures[2 * limits + 1] = windows
+  reply = fmt('1 ' .. string.rep('%d %d ', limits) .. '%s', unpack(figures))
 end
-if not several then return fmt('1 %d %d %s', remaining, reset_after, windows) end
-figures[2 * limits + 1] = windows
-return fmt('1 ' .. string.rep('%d %d ', limits) .. '%s', unpack(figures))
+if record_key then redis.call('SET', record_key, record_head .. ' ' .. reply, 'PX', record_ms) end
+return reply
