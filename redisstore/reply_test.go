@@ -142,7 +142,7 @@ func (r ints) all4() (a, b, c, d int64) {
 // FuzzParseCharge: any reply either parses into a Decision that holds what
 // the parser promises, or is refused; nothing panics.
 func FuzzParseCharge(f *testing.F) {
-	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0", "3 1 0 1400000 1500000", "3 0 1000000 1400000", "3 0 0"} {
+	for _, s := range []string{"1 4 200 8 300 1000 2000", "0 0 0 200 7 1 8 300 0", "-1", "-2", "1 4 200 1000", "0 0 1 2 3", "", " ", "+1", "1 -0 0 0", "3 1 0 1400000 1500000", "3 0 1000000 1400000", "3 0 0", "-3 000102030405060708090a0b0c0d0e0f 0 1 4 200 8 300 1000 2000", "-3 000102030405060708090a0b0c0d0e0f 1 2 3 0 1000000 1400000", "-3 000102030405060708090a0b0c0d0e0f 0 0 0 0 200 7"} {
 		f.Add(s, uint8(2))
 		f.Add(s, uint8(1))
 		f.Add(s, uint8(1|4))
@@ -161,9 +161,12 @@ func FuzzParseCharge(f *testing.F) {
 		req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: []allowance.Rule{{Name: "r", Limits: ls, Algorithm: alg}}}
 		var d allowance.Decision
 		d.Reset(req)
-		code, err := parseCharge(reply, m, &d)
+		code, err := parseReply(reply, req, m, &d)
 		if err != nil || code != 0 {
 			return
+		}
+		if strings.HasPrefix(reply, replyRepeat) && (!d.Allowed || !d.Repeated || d.Receipt.ID == req.ID) {
+			t.Fatalf("parseReply(%q, %d): a repeat gave allowed %v, repeated %v, receipt %s", reply, m, d.Allowed, d.Repeated, d.Receipt.ID)
 		}
 		if d.Len() != m {
 			t.Fatalf("parseCharge(%q, %d) gave %d limit states", reply, m, d.Len())
@@ -289,4 +292,35 @@ func FuzzParseRefund(f *testing.F) {
 			t.Fatalf("parseRefund(%q, %d): a whole-receipt outcome for %d charges of %d", reply, m, whole, m)
 		}
 	})
+}
+
+// TestParseRepeat: a repeat's reply gives the first charge's receipt id,
+// costs and figures, marked Repeated unless the id is the request's own.
+func TestParseRepeat(t *testing.T) {
+	rules := []allowance.Rule{{Name: "r", Limits: allowance.Limits{{Count: 5, Period: time.Second}, {Count: 9, Period: time.Minute}}}}
+	req := allowance.Request{ID: allowance.NewReceiptID(), Identity: "a", Rules: rules, Cost: 1}
+	first := allowance.NewReceiptID()
+	var d allowance.Decision
+	if _, err := parseReply("-3 "+first.String()+" 1 3 1 4 200 8 300 1000 2000", req, 2, &d); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Allowed || !d.Repeated || d.Receipt.ID != first || d.Receipt.Charge(1).Amount != 3 || d.Receipt.Charge(1).Window != 2000 || d.State(0).Remaining != 4 {
+		t.Fatalf("repeat: allowed %v repeated %v id %s charge %+v state %+v; want the first charge's", d.Allowed, d.Repeated, d.Receipt.ID, d.Receipt.Charge(1), d.State(0))
+	}
+	if _, err := parseReply("-3 "+req.ID.String()+" 0 1 4 200 8 300 1000 2000", req, 2, &d); err != nil || d.Repeated || d.Receipt.Charge(0).Amount != 1 {
+		t.Fatalf("the request's own id: repeated %v, amount %d, %v; want not repeated, the rule's amount", d.Repeated, d.Receipt.Charge(0).Amount, err)
+	}
+	for _, bad := range []string{
+		"-3 " + first.String(),
+		"-3 " + first.String() + " 0",
+		"-3 " + first.String() + " 2 1 1 1 4 200 8 300 1000 2000", // two costs for one rule
+		"-3 " + first.String() + " 0 0 0 0 200 7 1 8 300 0",       // a denial
+		"-3 " + first.String() + " 0 -1",
+		"-3 xyz 0 1 4 200 8 300 1000 2000",
+		"-3 " + first.String() + " 1 -2 1 4 200 8 300 1000 2000",
+	} {
+		if _, err := parseReply(bad, req, 2, &d); err == nil {
+			t.Errorf("parseReply(%q) = nil; want an error", bad)
+		}
+	}
 }
