@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/allowancehq/allowance/app/internal/pgtest"
+	"github.com/allowancehq/allowance/internal/redistest"
 )
 
 // doKey is d.do with the Idempotency-Key header idemKey.
@@ -38,14 +39,21 @@ func (d *daemon) doKey(method, path, key, idemKey, body string) reply {
 // server on the task database db: a retry gets the same task and is
 // charged once; a malformed key is a 400 that charges nothing; the key
 // with another request is a 422; another user's key is theirs; concurrent
-// retries make one task.
-func idempotencyScenario(t *testing.T, db string) {
+// retries make one task. With replicas > 1 (limitArgs must then share the
+// limits store), that many processes serve: the retry goes to another one,
+// and the concurrent retries are spread over all.
+func idempotencyScenario(t *testing.T, db string, replicas int, limitArgs ...string) {
 	alice, bob := createKey(t, db, "alice"), createKey(t, db, "bob")
-	d := start(t, "-db", db, "-config", writeConfig(t), "-workers", "0")
+	cfg := writeConfig(t)
+	ds := make([]*daemon, replicas)
+	for i := range ds {
+		ds[i] = start(t, append([]string{"-db", db, "-config", cfg, "-workers", "0"}, limitArgs...)...)
+	}
+	d, other := ds[0], ds[replicas-1]
 
 	first := d.doKey("POST", "/v1/tasks", alice, "order-1", sleepLong).want(t, http.StatusAccepted)
 	id, _ := first.decode(t)["id"].(string)
-	r := d.doKey("POST", "/v1/tasks", alice, `"order-1"`, `{"input": {"seconds": 60}, "kind": "sleep"}`).want(t, http.StatusAccepted)
+	r := other.doKey("POST", "/v1/tasks", alice, `"order-1"`, `{"input": {"seconds": 60}, "kind": "sleep"}`).want(t, http.StatusAccepted)
 	if string(r.body) != string(first.body) || r.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("retry answered %s (Idempotent-Replayed %q), want the first answer %s", r.body, r.header.Get("Idempotent-Replayed"), first.body)
 	}
@@ -77,7 +85,8 @@ func idempotencyScenario(t *testing.T, db string) {
 		ids   = map[string]int{}
 		ready = make(chan struct{})
 	)
-	for range n {
+	for i := range n {
+		d := ds[i%replicas]
 		wg.Go(func() {
 			<-ready
 			r := d.doKey("POST", "/v1/tasks", alice, "order-2", sleepLong)
@@ -111,10 +120,18 @@ func idempotencyScenario(t *testing.T, db string) {
 
 func TestE2EIdempotencySQLite(t *testing.T) {
 	t.Parallel()
-	idempotencyScenario(t, "sqlite:"+filepath.Join(t.TempDir(), "taskd.db"))
+	idempotencyScenario(t, "sqlite:"+filepath.Join(t.TempDir(), "taskd.db"), 1)
 }
 
 func TestE2EIdempotencyPostgres(t *testing.T) {
 	t.Parallel()
-	idempotencyScenario(t, pgtest.DB(t))
+	idempotencyScenario(t, pgtest.DB(t), 1)
+}
+
+// Two replicas sharing PostgreSQL for tasks and Redis for limits: a retry
+// on the other replica, and concurrent retries over both, still make one
+// task and one charge.
+func TestE2EIdempotencyReplicas(t *testing.T) {
+	t.Parallel()
+	idempotencyScenario(t, pgtest.DB(t), 2, "-redis", "redis://"+redistest.Server(t)+"/0")
 }
